@@ -1,0 +1,72 @@
+package io.github.flashattn4j;
+
+import io.github.flashattn4j.internal.bindings.fa4j_device_properties;
+import io.github.flashattn4j.internal.bindings.flashattn4j_h;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+
+/** Queries about CUDA devices. */
+public final class Cuda {
+
+    private Cuda() {}
+
+    /**
+     * Properties of one CUDA device.
+     *
+     * @param name                     the device's marketing name
+     * @param computeCapabilityMajor   e.g. 9 for Hopper
+     * @param computeCapabilityMinor   e.g. 0 for sm_90
+     * @param multiprocessorCount      streaming multiprocessors
+     * @param totalMemoryBytes         global memory
+     * @param sharedMemoryPerBlockOptin the most shared memory one block can opt into
+     */
+    public record DeviceProperties(String name, int computeCapabilityMajor, int computeCapabilityMinor,
+                                   int multiprocessorCount, long totalMemoryBytes, long sharedMemoryPerBlockOptin) {}
+
+    /** Whether the loaded native library was built with its CUDA backend. */
+    public static boolean isCompiled() {
+        NativeCalls.ensureLoaded();
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment compiled = arena.allocate(ValueLayout.JAVA_INT);
+            NativeCalls.check(flashattn4j_h.fa4j_cuda_compiled(compiled));
+            return compiled.get(ValueLayout.JAVA_INT, 0) != 0;
+        }
+    }
+
+    /** Usable CUDA devices; 0 without a driver, a device or CUDA support in the library. */
+    public static int deviceCount() {
+        NativeCalls.ensureLoaded();
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment count = arena.allocate(ValueLayout.JAVA_INT);
+            NativeCalls.check(flashattn4j_h.fa4j_cuda_device_count(count));
+            return count.get(ValueLayout.JAVA_INT, 0);
+        }
+    }
+
+    /** Whether at least one CUDA device is usable. */
+    public static boolean isAvailable() {
+        return deviceCount() > 0;
+    }
+
+    /** Properties of CUDA device {@code index}. */
+    public static DeviceProperties properties(int index) {
+        NativeCalls.ensureLoaded();
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment p = fa4j_device_properties.allocate(arena);
+            fa4j_device_properties.struct_size(p, fa4j_device_properties.layout().byteSize());
+            NativeCalls.check(flashattn4j_h.fa4j_cuda_get_device_properties(index, p));
+            return new DeviceProperties(fa4j_device_properties.name(p).getString(0),
+                    fa4j_device_properties.compute_capability_major(p), fa4j_device_properties.compute_capability_minor(p),
+                    fa4j_device_properties.multiprocessor_count(p), fa4j_device_properties.total_global_memory_bytes(p),
+                    fa4j_device_properties.shared_memory_per_block_optin_bytes(p));
+        }
+    }
+
+    /** Waits until all work queued on CUDA device {@code index} has finished. */
+    public static void synchronize(int index) {
+        NativeCalls.ensureLoaded();
+        NativeCalls.check(flashattn4j_h.fa4j_cuda_device_synchronize(index));
+    }
+}

@@ -1,0 +1,112 @@
+package io.github.flashattn4j;
+
+import java.util.Arrays;
+import java.util.function.LongConsumer;
+
+/**
+ * Shape, strides (in elements) and element offset of a tensor view into its storage. Immutable; arrays
+ * never escape.
+ */
+record Layout(long[] shape, long[] strides, long offset) {
+
+    Layout {
+        shape = shape.clone();
+        strides = strides.clone();
+    }
+
+    /** The row-major contiguous layout of {@code shape}. */
+    static Layout contiguous(long... shape) {
+        long[] strides = new long[shape.length];
+        long stride = 1;
+        for (int i = shape.length - 1; i >= 0; i--) {
+            if (shape[i] < 0) throw new IllegalArgumentException("negative size " + shape[i] + " in shape " + Arrays.toString(shape));
+            strides[i] = stride;
+            stride = Math.multiplyExact(stride, Math.max(shape[i], 1));
+        }
+        return new Layout(shape, strides, 0);
+    }
+
+    int rank() {
+        return shape.length;
+    }
+
+    long size(int dim) {
+        return shape[dim];
+    }
+
+    long stride(int dim) {
+        return strides[dim];
+    }
+
+    long[] shapeCopy() {
+        return shape.clone();
+    }
+
+    long[] stridesCopy() {
+        return strides.clone();
+    }
+
+    long elementCount() {
+        long n = 1;
+        for (long s : shape) n = Math.multiplyExact(n, s);
+        return n;
+    }
+
+    /** Elements from the offset to one past the last addressed element; 0 when empty. */
+    long span() {
+        if (elementCount() == 0) return 0;
+        long last = 0;
+        for (int i = 0; i < shape.length; i++) last += (shape[i] - 1) * strides[i];
+        return last + 1;
+    }
+
+    boolean isContiguous() {
+        long expected = 1;
+        for (int i = shape.length - 1; i >= 0; i--) {
+            if (shape[i] != 1 && strides[i] != expected) return false;
+            expected *= shape[i];
+        }
+        return true;
+    }
+
+    /** Calls {@code action} with the element offset of every element, in row-major order. */
+    void forEachOffset(LongConsumer action) {
+        long count = elementCount();
+        if (count == 0) return;
+        int rank = shape.length;
+        if (rank == 0) {
+            action.accept(offset);
+            return;
+        }
+        long[] index = new long[rank];
+        long position = offset;
+        long inner = shape[rank - 1];
+        long innerStride = strides[rank - 1];
+        for (long done = 0; done < count; done += inner) {
+            for (long j = 0; j < inner; j++) action.accept(position + j * innerStride);
+            // Advance the odometer over the outer dimensions.
+            for (int d = rank - 2; d >= 0; d--) {
+                index[d]++;
+                position += strides[d];
+                if (index[d] < shape[d]) break;
+                position -= strides[d] * shape[d];
+                index[d] = 0;
+            }
+        }
+    }
+
+    @Override
+    public boolean equals(Object o) {
+        return o instanceof Layout l && Arrays.equals(shape, l.shape) && Arrays.equals(strides, l.strides) && offset == l.offset;
+    }
+
+    @Override
+    public int hashCode() {
+        return 31 * (31 * Arrays.hashCode(shape) + Arrays.hashCode(strides)) + Long.hashCode(offset);
+    }
+
+    @Override
+    public String toString() {
+        return "shape " + Arrays.toString(shape) + " strides " + Arrays.toString(strides) + " offset " + offset;
+    }
+}

@@ -1,0 +1,42 @@
+package io.github.flashattn4j;
+
+import io.github.flashattn4j.internal.NativeLibrary;
+import io.github.flashattn4j.internal.bindings.flashattn4j_h;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+
+/**
+ * The gate to the generated bindings: loading this class loads the native library, so every caller that
+ * goes through here finds it loaded; {@link #check} turns a native status into a typed exception.
+ */
+final class NativeCalls {
+
+    static {
+        NativeLibrary.ensureLoaded();
+    }
+
+    private static final long MAX_MESSAGE_BYTES = 1 << 16;
+
+    private NativeCalls() {}
+
+    /** Makes sure the library is loaded (the work happens in this class's initializer). */
+    static void ensureLoaded() {}
+
+    /** Throws the exception matching {@code status} with the native message, unless it is {@code FA4J_OK}. */
+    static void check(int status) {
+        if (status != flashattn4j_h.FA4J_OK()) {
+            throw FlashAttnException.of(FlashAttnException.Status.ofCode(status), lastErrorMessage());
+        }
+    }
+
+    private static String lastErrorMessage() {
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment holder = arena.allocate(ValueLayout.ADDRESS);
+            if (flashattn4j_h.fa4j_last_error_message(holder) != flashattn4j_h.FA4J_OK()) return "(no message)";
+            MemorySegment message = holder.get(ValueLayout.ADDRESS, 0);
+            return message.equals(MemorySegment.NULL) ? "(no message)" : message.reinterpret(MAX_MESSAGE_BYTES).getString(0);
+        }
+    }
+}

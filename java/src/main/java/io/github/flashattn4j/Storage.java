@@ -1,0 +1,86 @@
+package io.github.flashattn4j;
+
+import java.lang.ref.Cleaner;
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * A block of host or device memory, shared by a tensor and its views. Exactly one tensor owns it and
+ * closes it; a {@link Cleaner} frees it if nobody does.
+ *
+ * <p>Native calls hold a {@link Lease} on every storage they touch, so a concurrent {@link #close()} cannot
+ * free memory under a running call: it fails instead, and the storage stays open.
+ */
+abstract sealed class Storage permits HostStorage, DeviceStorage {
+
+    private static final Cleaner CLEANER = Cleaner.create();
+    private static final long CLOSED = 1L << 62;
+
+    private final Device device;
+    private final long byteSize;
+    // CLOSED bit | number of leases held.
+    private final AtomicLong state = new AtomicLong();
+    private Cleaner.Cleanable cleanable;
+
+    Storage(Device device, long byteSize) {
+        this.device = device;
+        this.byteSize = byteSize;
+    }
+
+    /** Registers the action that frees the memory; it must not reference this storage. */
+    final void registerRelease(Runnable release) {
+        cleanable = CLEANER.register(this, release);
+    }
+
+    final Device device() {
+        return device;
+    }
+
+    final long byteSize() {
+        return byteSize;
+    }
+
+    /** Native address of byte 0. */
+    abstract long address();
+
+    final boolean isClosed() {
+        return (state.get() & CLOSED) != 0;
+    }
+
+    /** Prevents the memory from being freed until the lease is closed. */
+    final Lease lease() {
+        long s;
+        do {
+            s = state.get();
+            if ((s & CLOSED) != 0) throw new IllegalStateException("tensor memory on " + device + " has been closed");
+        } while (!state.compareAndSet(s, s + 1));
+        return new Lease(this);
+    }
+
+    /** Frees the memory. Idempotent; fails if a native call is using the memory right now. */
+    final void close() {
+        long s;
+        do {
+            s = state.get();
+            if ((s & CLOSED) != 0) return;
+            if (s != 0) throw new IllegalStateException("cannot close tensor memory on " + device + ": an operation is using it");
+        } while (!state.compareAndSet(s, CLOSED));
+        cleanable.clean();
+    }
+
+    /** A hold on a storage's memory for the duration of a native call. */
+    static final class Lease implements AutoCloseable {
+        private Storage storage;
+
+        private Lease(Storage storage) {
+            this.storage = storage;
+        }
+
+        @Override
+        public void close() {
+            if (storage != null) {
+                storage.state.decrementAndGet();
+                storage = null;
+            }
+        }
+    }
+}

@@ -1,0 +1,445 @@
+package io.github.flashattn4j;
+
+import java.lang.foreign.MemorySegment;
+import java.util.Arrays;
+import java.util.Objects;
+import java.util.SplittableRandom;
+
+/**
+ * An n-dimensional array in host memory or on a CUDA device: dtype, shape, strides (in elements) and an
+ * off-heap memory block.
+ *
+ * <h2>Ownership</h2>
+ * A tensor made by a factory ({@link #zeros}, {@link #randn}, {@link #fromArray}, {@link #to}, ...) owns
+ * its memory, and {@link #close()} frees it at once. A view ({@link #slice}, {@link #transpose},
+ * {@link #select}, {@link #reshape}) shares its base's memory without copying and owns nothing: closing a
+ * view only retires the view, and closing the base invalidates every view of it. {@code close()} is
+ * idempotent; using a closed tensor's data throws {@link IllegalStateException}, while its metadata
+ * (shape, dtype, ...) stays readable. Memory nobody closed is freed when the tensor becomes unreachable,
+ * but that is a backstop: close tensors, or make them in a {@link TensorScope}.
+ *
+ * <h2>Threads</h2>
+ * Tensors may be shared between threads. Closing a tensor while a native call on another thread is using
+ * its memory fails with {@link IllegalStateException} and leaves it open.
+ */
+public final class Tensor implements AutoCloseable {
+
+    private final Storage storage;
+    private final DType dtype;
+    private final Layout layout;
+    private final boolean ownsStorage;
+    private volatile boolean closed;
+
+    private Tensor(Storage storage, DType dtype, Layout layout, boolean ownsStorage) {
+        this.storage = storage;
+        this.dtype = dtype;
+        this.layout = layout;
+        this.ownsStorage = ownsStorage;
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Factories
+    // ---------------------------------------------------------------------------------------------
+
+    /**
+     * A new contiguous tensor. Host memory starts zeroed; device memory starts with unspecified contents.
+     */
+    public static Tensor empty(DType dtype, Device device, long... shape) {
+        Objects.requireNonNull(dtype, "dtype");
+        Objects.requireNonNull(device, "device");
+        Objects.requireNonNull(shape, "shape");
+        Layout layout = Layout.contiguous(shape);
+        long bytes;
+        try {
+            bytes = Math.multiplyExact(layout.elementCount(), (long) dtype.byteSize());
+        } catch (ArithmeticException e) {
+            throw new IllegalArgumentException("tensor of shape " + Arrays.toString(shape) + " is too large", e);
+        }
+        Storage storage = device.isCuda() ? DeviceStorage.allocate(device, bytes) : HostStorage.allocate(bytes);
+        return new Tensor(storage, dtype, layout, true);
+    }
+
+    /** A new contiguous tensor of zeros. */
+    public static Tensor zeros(DType dtype, Device device, long... shape) {
+        Tensor t = empty(dtype, device, shape);
+        if (device.isCuda()) {
+            try {
+                t.fillBytes(0);
+            } catch (RuntimeException e) {
+                t.close();
+                throw e;
+            }
+        }
+        return t;
+    }
+
+    /** A new contiguous tensor with every element {@code value} (rounded to {@code dtype}). */
+    public static Tensor full(float value, DType dtype, Device device, long... shape) {
+        Tensor t = empty(dtype, device, shape);
+        try {
+            t.fill(value);
+            return t;
+        } catch (RuntimeException e) {
+            t.close();
+            throw e;
+        }
+    }
+
+    /** A new contiguous tensor of standard-normal samples from a generator seeded with {@code seed}. */
+    public static Tensor randn(DType dtype, Device device, long seed, long... shape) {
+        long count = Layout.contiguous(shape).elementCount();
+        if (count > Integer.MAX_VALUE - 8) throw new IllegalArgumentException("randn supports at most 2^31 - 9 elements");
+        SplittableRandom random = new SplittableRandom(seed);
+        float[] values = new float[(int) count];
+        for (int i = 0; i < values.length; i++) values[i] = (float) random.nextGaussian();
+        return fromArray(values, dtype, device, shape);
+    }
+
+    /**
+     * A new contiguous tensor holding {@code values} in row-major order, rounded to {@code dtype}.
+     *
+     * @throws IllegalArgumentException if the array's length is not the shape's element count
+     */
+    public static Tensor fromArray(float[] values, DType dtype, Device device, long... shape) {
+        Objects.requireNonNull(values, "values");
+        Tensor t = empty(dtype, device, shape);
+        try {
+            t.copyFromArray(values);
+            return t;
+        } catch (RuntimeException e) {
+            t.close();
+            throw e;
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Metadata (readable after close)
+    // ---------------------------------------------------------------------------------------------
+
+    public DType dtype() {
+        return dtype;
+    }
+
+    public Device device() {
+        return storage.device();
+    }
+
+    /** Number of dimensions. */
+    public int dim() {
+        return layout.rank();
+    }
+
+    /** A copy of the shape. */
+    public long[] shape() {
+        return layout.shapeCopy();
+    }
+
+    /** Size of dimension {@code dim}; negative values count from the end. */
+    public long size(int dim) {
+        return layout.size(normalize(dim));
+    }
+
+    /** A copy of the strides, in elements. */
+    public long[] strides() {
+        return layout.stridesCopy();
+    }
+
+    /** Stride of dimension {@code dim} in elements; negative values count from the end. */
+    public long stride(int dim) {
+        return layout.stride(normalize(dim));
+    }
+
+    /** Number of elements. */
+    public long numel() {
+        return layout.elementCount();
+    }
+
+    /** Whether the elements are laid out densely in row-major order. */
+    public boolean isContiguous() {
+        return layout.isContiguous();
+    }
+
+    /** Whether this tensor owns its memory (made by a factory) rather than viewing another's. */
+    public boolean isView() {
+        return !ownsStorage;
+    }
+
+    /** Whether this tensor, or the tensor whose memory it views, has been closed. */
+    public boolean isClosed() {
+        return closed || storage.isClosed();
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Views: no copy, shared memory
+    // ---------------------------------------------------------------------------------------------
+
+    /** The view of indices {@code [start, end)} along {@code dim}. */
+    public Tensor slice(int dim, long start, long end) {
+        int d = normalize(dim);
+        long size = layout.size(d);
+        if (start < 0 || end < start || end > size) {
+            throw new IndexOutOfBoundsException("slice [" + start + ", " + end + ") of dimension " + d + " with size " + size);
+        }
+        long[] shape = layout.shapeCopy();
+        shape[d] = end - start;
+        return view(new Layout(shape, layout.stridesCopy(), layout.offset() + start * layout.stride(d)));
+    }
+
+    /** The view with dimensions {@code a} and {@code b} swapped. */
+    public Tensor transpose(int a, int b) {
+        int da = normalize(a), db = normalize(b);
+        long[] shape = layout.shapeCopy(), strides = layout.stridesCopy();
+        long s = shape[da];
+        shape[da] = shape[db];
+        shape[db] = s;
+        long t = strides[da];
+        strides[da] = strides[db];
+        strides[db] = t;
+        return view(new Layout(shape, strides, layout.offset()));
+    }
+
+    /** The view at {@code index} along {@code dim}, which is removed. */
+    public Tensor select(int dim, long index) {
+        int d = normalize(dim);
+        Objects.checkIndex(index, layout.size(d));
+        long[] shape = new long[dim() - 1], strides = new long[dim() - 1];
+        for (int i = 0, j = 0; i < dim(); i++) {
+            if (i == d) continue;
+            shape[j] = layout.size(i);
+            strides[j++] = layout.stride(i);
+        }
+        return view(new Layout(shape, strides, layout.offset() + index * layout.stride(d)));
+    }
+
+    /**
+     * The view with a new shape over the same elements; one size may be -1 (inferred). Needs a contiguous
+     * tensor.
+     */
+    public Tensor reshape(long... shape) {
+        Objects.requireNonNull(shape, "shape");
+        if (!isContiguous()) throw new IllegalStateException("reshape needs a contiguous tensor; copy() it first");
+        long[] resolved = shape.clone();
+        int inferred = -1;
+        long known = 1;
+        for (int i = 0; i < resolved.length; i++) {
+            if (resolved[i] == -1 && inferred < 0) inferred = i;
+            else if (resolved[i] < 0) throw new IllegalArgumentException("invalid shape " + Arrays.toString(shape));
+            else known = Math.multiplyExact(known, resolved[i]);
+        }
+        if (inferred >= 0) {
+            if (known == 0 || numel() % known != 0) throw new IllegalArgumentException("cannot infer -1 in " + Arrays.toString(shape) + " for " + numel() + " elements");
+            resolved[inferred] = numel() / known;
+        }
+        Layout target = Layout.contiguous(resolved);
+        if (target.elementCount() != numel()) {
+            throw new IllegalArgumentException("shape " + Arrays.toString(shape) + " does not hold " + numel() + " elements");
+        }
+        return view(new Layout(resolved, target.stridesCopy(), layout.offset()));
+    }
+
+    private Tensor view(Layout viewLayout) {
+        requireOpen();
+        return new Tensor(storage, dtype, viewLayout, false);
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Data
+    // ---------------------------------------------------------------------------------------------
+
+    /** The elements in row-major order, converted to float. Works on any device and any strides. */
+    public float[] toFloatArray() {
+        long count = numel();
+        if (count > Integer.MAX_VALUE - 8) throw new IllegalStateException("tensor too large for a Java array: " + count);
+        float[] result = new float[(int) count];
+        try (Storage.Lease lease = lease()) {
+            if (device().isCuda()) {
+                try (Tensor staged = stageOnHost()) {
+                    staged.readHost(result);
+                }
+            } else {
+                readHost(result);
+            }
+        }
+        return result;
+    }
+
+    /** Sets every element to {@code value}, rounded to the dtype. Device views must be contiguous. */
+    public void fill(float value) {
+        float[] values = new float[Math.toIntExact(numel())];
+        Arrays.fill(values, value);
+        copyFromArray(values);
+    }
+
+    /**
+     * Overwrites the elements with {@code values} in row-major order, rounded to the dtype. Device views
+     * must be contiguous.
+     */
+    public void copyFromArray(float[] values) {
+        Objects.requireNonNull(values, "values");
+        if (values.length != numel()) {
+            throw new IllegalArgumentException(values.length + " values for a tensor of shape " + Arrays.toString(shape()));
+        }
+        try (Storage.Lease lease = lease()) {
+            if (device().isCuda()) {
+                requireContiguousDeviceWrite();
+                try (Tensor staged = empty(dtype, Device.CPU, shape())) {
+                    staged.writeHost(values);
+                    DeviceCopies.copyBytes(staged, this, numel() * dtype.byteSize());
+                }
+            } else {
+                writeHost(values);
+            }
+        }
+    }
+
+    /**
+     * Copies {@code source}'s elements into this tensor: same shape; dtypes may differ (values are converted)
+     * and devices may differ. Device destinations must be contiguous.
+     */
+    public void copyFrom(Tensor source) {
+        Objects.requireNonNull(source, "source");
+        if (!Arrays.equals(shape(), source.shape())) {
+            throw new IllegalArgumentException("shape " + Arrays.toString(source.shape()) + " cannot be copied into " + Arrays.toString(shape()));
+        }
+        if (source.dtype == dtype && source.isContiguous() && isContiguous() && (source.device().isCuda() || device().isCuda())) {
+            try (Storage.Lease a = lease(); Storage.Lease b = source.lease()) {
+                DeviceCopies.copyBytes(source, this, numel() * dtype.byteSize());
+            }
+            return;
+        }
+        if (source.dtype == dtype && source.isContiguous() && isContiguous()) {
+            try (Storage.Lease a = lease(); Storage.Lease b = source.lease()) {
+                MemorySegment.copy(source.hostSegment(), source.byteOffset(), hostSegment(), byteOffset(), numel() * dtype.byteSize());
+            }
+            return;
+        }
+        copyFromArray(source.toFloatArray());
+    }
+
+    /** A new contiguous tensor with the same dtype and elements on {@code device}. */
+    public Tensor to(Device device) {
+        Objects.requireNonNull(device, "device");
+        Tensor copy = empty(dtype, device, shape());
+        try {
+            copy.copyFrom(this);
+            return copy;
+        } catch (RuntimeException e) {
+            copy.close();
+            throw e;
+        }
+    }
+
+    /** A new contiguous copy on the same device. */
+    public Tensor copy() {
+        return to(device());
+    }
+
+    /** A new contiguous tensor with the elements converted to {@code target}, on the same device. */
+    public Tensor toDType(DType target) {
+        Objects.requireNonNull(target, "target");
+        Tensor copy = empty(target, device(), shape());
+        try {
+            copy.copyFrom(this);
+            return copy;
+        } catch (RuntimeException e) {
+            copy.close();
+            throw e;
+        }
+    }
+
+    /**
+     * Frees the memory if this tensor owns it, and retires this tensor. Idempotent.
+     *
+     * @throws IllegalStateException if a native call on another thread is using the memory right now
+     */
+    @Override
+    public void close() {
+        if (ownsStorage) storage.close();
+        closed = true;
+    }
+
+    @Override
+    public String toString() {
+        return "Tensor(" + dtype + ", " + device() + ", shape " + Arrays.toString(layout.shape()) + ", strides "
+                + Arrays.toString(layout.strides()) + (isClosed() ? ", closed" : "") + ")";
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Package-private access for native calls
+    // ---------------------------------------------------------------------------------------------
+
+    /** Holds this tensor's memory open for a native call; throws if the tensor is closed. */
+    Storage.Lease lease() {
+        requireOpen();
+        return storage.lease();
+    }
+
+    /** Native address of the storage's byte 0. */
+    long baseAddress() {
+        return storage.address();
+    }
+
+    /** Byte offset of element (0, ..., 0) from the storage's byte 0. */
+    long byteOffset() {
+        return layout.offset() * dtype.byteSize();
+    }
+
+    Layout layout() {
+        return layout;
+    }
+
+    // ---------------------------------------------------------------------------------------------
+
+    private void requireOpen() {
+        if (isClosed()) throw new IllegalStateException("tensor is closed: " + this);
+    }
+
+    private int normalize(int dim) {
+        int d = dim < 0 ? dim + dim() : dim;
+        if (d < 0 || d >= dim()) throw new IndexOutOfBoundsException("dimension " + dim + " of a " + dim() + "-d tensor");
+        return d;
+    }
+
+    private MemorySegment hostSegment() {
+        return ((HostStorage) storage).segment();
+    }
+
+    private void readHost(float[] result) {
+        MemorySegment segment = hostSegment();
+        int elementSize = dtype.byteSize();
+        int[] i = {0};
+        layout.forEachOffset(offset -> result[i[0]++] = ElementCodec.get(segment, offset * elementSize, dtype));
+    }
+
+    private void writeHost(float[] values) {
+        MemorySegment segment = hostSegment();
+        int elementSize = dtype.byteSize();
+        int[] i = {0};
+        layout.forEachOffset(offset -> ElementCodec.set(segment, offset * elementSize, dtype, values[i[0]++]));
+    }
+
+    private void requireContiguousDeviceWrite() {
+        if (!isContiguous()) {
+            throw new UnsupportedOperationException("writing into a non-contiguous CUDA view is not supported: " + this);
+        }
+    }
+
+    /** This device view's addressed bytes copied to a host tensor with the same strides. */
+    private Tensor stageOnHost() {
+        long span = layout.span();
+        Tensor host = empty(dtype, Device.CPU, span);
+        try {
+            DeviceCopies.copyBytes(this, host, span * dtype.byteSize());
+            return new Tensor(host.storage, dtype, new Layout(layout.shapeCopy(), layout.stridesCopy(), 0), true);
+        } catch (RuntimeException e) {
+            host.close();
+            throw e;
+        }
+    }
+
+    private void fillBytes(int value) {
+        try (Storage.Lease lease = lease()) {
+            DeviceCopies.fillBytes(this, value, layout.span() * dtype.byteSize());
+        }
+    }
+}

@@ -1,0 +1,208 @@
+/*
+ * flashattn4j — the C ABI of the native attention library.
+ *
+ * Rules every function here follows:
+ *  - It returns an fa4j_status. On failure a message describing the problem is kept in thread-local
+ *    storage; fa4j_last_error_message() returns it on the same thread until the next failing call.
+ *  - Only plain C types cross this boundary; no C++ or CUDA type appears here.
+ *  - Structs that may grow start with `struct_size`, which the caller sets to sizeof(the struct) as it
+ *    knows it, so that older callers keep working when fields are appended.
+ *  - Tensors cross as fa4j_tensor, which has the memory layout of DLPack's DLTensor (v0.8+), so a
+ *    DLTensor* can be passed where an fa4j_tensor* is expected.
+ *  - Nothing here takes ownership of memory it is handed; memory it hands out (fa4j_cuda_malloc,
+ *    fa4j_cuda_stream_create) is returned through the matching release function.
+ *
+ * Java bindings are generated from this header by jextract (see bindings/regenerate.sh).
+ */
+#ifndef FLASHATTN4J_H
+#define FLASHATTN4J_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define FA4J_API __declspec(dllexport)
+#else
+#define FA4J_API __attribute__((visibility("default")))
+#endif
+
+/* The ABI version this header describes. The library reports its own through fa4j_get_version();
+ * a caller compiled against a different FA4J_ABI_VERSION must refuse to use the library. */
+#define FA4J_ABI_VERSION 1
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Status                                                                                          */
+/* ---------------------------------------------------------------------------------------------- */
+
+typedef enum fa4j_status {
+    FA4J_OK = 0,
+    /* A null pointer, a shape, stride, dtype or device that does not fit the call. */
+    FA4J_ERROR_INVALID_ARGUMENT = 1,
+    /* A well-formed request that this build or backend does not implement (e.g. a head dim). */
+    FA4J_ERROR_UNSUPPORTED = 2,
+    /* Host or device memory could not be allocated. */
+    FA4J_ERROR_OUT_OF_MEMORY = 3,
+    /* The CUDA runtime reported an error; the message carries its name and text. */
+    FA4J_ERROR_CUDA = 4,
+    /* No CUDA device is usable: no driver, no device, or a library built without CUDA. */
+    FA4J_ERROR_NO_DEVICE = 5,
+    /* A bug in this library. */
+    FA4J_ERROR_INTERNAL = 6
+} fa4j_status;
+
+/* The message of the last failing call on this thread, or "" if none failed yet. The pointer stays
+ * valid until the next call into this library on this thread. Never fails when message is non-null. */
+FA4J_API fa4j_status fa4j_last_error_message(const char** message);
+
+/* ABI version (FA4J_ABI_VERSION of the library's own header) and the library's release version. */
+FA4J_API fa4j_status fa4j_get_version(int32_t* abi_version, int32_t* major, int32_t* minor, int32_t* patch);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Tensors (DLPack-compatible layout)                                                              */
+/* ---------------------------------------------------------------------------------------------- */
+
+/* Values of DLPack's DLDeviceType that this library understands. */
+typedef enum fa4j_device_type {
+    FA4J_DEVICE_CPU = 1,  /* kDLCPU  */
+    FA4J_DEVICE_CUDA = 2  /* kDLCUDA */
+} fa4j_device_type;
+
+/* Values of DLPack's DLDataTypeCode that this library understands. */
+typedef enum fa4j_dtype_code {
+    FA4J_DTYPE_CODE_INT = 0,    /* kDLInt    */
+    FA4J_DTYPE_CODE_UINT = 1,   /* kDLUInt   */
+    FA4J_DTYPE_CODE_FLOAT = 2,  /* kDLFloat  */
+    FA4J_DTYPE_CODE_BFLOAT = 4  /* kDLBfloat */
+} fa4j_dtype_code;
+
+/* DLDevice. device_type holds an fa4j_device_type value. */
+typedef struct fa4j_device {
+    int32_t device_type;
+    int32_t device_id;
+} fa4j_device;
+
+/* DLDataType. code holds an fa4j_dtype_code value; lanes is 1 for every dtype this library uses. */
+typedef struct fa4j_dtype {
+    uint8_t code;
+    uint8_t bits;
+    uint16_t lanes;
+} fa4j_dtype;
+
+/* DLTensor. Strides are in elements and must be given (never null here); the element at index
+ * (i0, ..., in) lives at (char*)data + byte_offset + sizeof(element) * sum(ik * strides[k]). */
+typedef struct fa4j_tensor {
+    void* data;
+    fa4j_device device;
+    int32_t ndim;
+    fa4j_dtype dtype;
+    int64_t* shape;
+    int64_t* strides;
+    uint64_t byte_offset;
+} fa4j_tensor;
+
+/* ---------------------------------------------------------------------------------------------- */
+/* CUDA devices, memory and streams                                                                */
+/* ---------------------------------------------------------------------------------------------- */
+
+/* A CUDA stream (cudaStream_t). NULL is the device's legacy default stream. */
+typedef struct fa4j_stream_opaque* fa4j_stream;
+
+typedef enum fa4j_memcpy_kind {
+    FA4J_MEMCPY_HOST_TO_DEVICE = 1,
+    FA4J_MEMCPY_DEVICE_TO_HOST = 2,
+    FA4J_MEMCPY_DEVICE_TO_DEVICE = 3
+} fa4j_memcpy_kind;
+
+typedef struct fa4j_device_properties {
+    size_t struct_size;
+    char name[256];
+    int32_t compute_capability_major;
+    int32_t compute_capability_minor;
+    int32_t multiprocessor_count;
+    int32_t reserved;
+    uint64_t total_global_memory_bytes;
+    uint64_t shared_memory_per_block_optin_bytes;
+} fa4j_device_properties;
+
+/* Number of usable CUDA devices. Sets 0 (and returns FA4J_OK) when there is no driver, no device,
+ * or the library was built without CUDA: asking is never an error. */
+FA4J_API fa4j_status fa4j_cuda_device_count(int32_t* count);
+
+/* Whether this build of the library contains the CUDA backend (1) or not (0). */
+FA4J_API fa4j_status fa4j_cuda_compiled(int32_t* compiled);
+
+FA4J_API fa4j_status fa4j_cuda_get_device_properties(int32_t device, fa4j_device_properties* properties);
+
+/* Device memory. bytes == 0 yields a null pointer; fa4j_cuda_free(device, NULL) does nothing. */
+FA4J_API fa4j_status fa4j_cuda_malloc(int32_t device, size_t bytes, void** pointer);
+FA4J_API fa4j_status fa4j_cuda_free(int32_t device, void* pointer);
+
+/* Copies `bytes` on `stream` and waits for that stream to finish, so host memory may be pageable
+ * and may be reused as soon as the call returns. */
+FA4J_API fa4j_status fa4j_cuda_memcpy(int32_t device, void* destination, const void* source, size_t bytes,
+                                      int32_t kind, fa4j_stream stream);
+
+/* Sets `bytes` bytes to `value`, ordered on `stream` (asynchronous). */
+FA4J_API fa4j_status fa4j_cuda_memset(int32_t device, void* pointer, int32_t value, size_t bytes,
+                                      fa4j_stream stream);
+
+FA4J_API fa4j_status fa4j_cuda_stream_create(int32_t device, fa4j_stream* stream);
+FA4J_API fa4j_status fa4j_cuda_stream_destroy(int32_t device, fa4j_stream stream);
+FA4J_API fa4j_status fa4j_cuda_stream_synchronize(int32_t device, fa4j_stream stream);
+FA4J_API fa4j_status fa4j_cuda_device_synchronize(int32_t device);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Attention                                                                                       */
+/* ---------------------------------------------------------------------------------------------- */
+
+/*
+ * Layouts, in flash-attn's vocabulary:
+ *   q, out, dout, dq : [batch, seqlen_q, heads_q,  head_dim]
+ *   k, v, dk, dv     : [batch, seqlen_k, heads_kv, head_dim]   heads_q % heads_kv == 0 (GQA/MQA)
+ *   lse              : [batch, heads_q, seqlen_q], float32, natural-log logsumexp of each score row
+ * Strides of batch, sequence and head are free (non-negative; outputs must not overlap themselves or
+ * any other argument); head_dim must be contiguous (stride 1). q, k, v, out, dout, dq, dk, dv share
+ * one dtype: float32, float16 or bfloat16; arithmetic accumulates in float32. All tensors must be on
+ * one device, which selects the backend.
+ *
+ * Causal masking is aligned to the bottom-right corner, as in flash-attn >= 2.1: query i may attend
+ * key j iff j <= i + seqlen_k - seqlen_q. A query row that may attend no key gets out = 0 and
+ * lse = -infinity, and contributes nothing to the gradients.
+ *
+ * Head dims: multiples of 8 from 8 to 256.
+ */
+typedef struct fa4j_attention_params {
+    size_t struct_size;
+    /* Multiplies q·kᵀ before the softmax; must be finite (callers usually pass 1/sqrt(head_dim)). */
+    float softmax_scale;
+    /* Non-zero: causal mask as above. */
+    int32_t causal;
+    /* CPU backend: worker threads to use; 0 means the library's default (all hardware threads, or the
+     * FA4J_NUM_THREADS environment variable). Ignored by the CUDA backend. */
+    int32_t num_threads;
+    int32_t reserved;
+} fa4j_attention_params;
+
+/* Computes out = softmax(scale · q·kᵀ [masked]) · v and lse. On CUDA the work is queued on
+ * `stream` and the call returns before it finishes; on the CPU it finishes before returning. */
+FA4J_API fa4j_status fa4j_attention_forward(const fa4j_attention_params* params, const fa4j_tensor* q,
+                                            const fa4j_tensor* k, const fa4j_tensor* v, const fa4j_tensor* out,
+                                            const fa4j_tensor* lse, fa4j_stream stream);
+
+/* Gradients of the forward pass: given dout and the forward's q, k, v, out and lse, writes dq, dk and
+ * dv (overwriting them; they need not be zeroed). */
+FA4J_API fa4j_status fa4j_attention_backward(const fa4j_attention_params* params, const fa4j_tensor* dout,
+                                             const fa4j_tensor* q, const fa4j_tensor* k, const fa4j_tensor* v,
+                                             const fa4j_tensor* out, const fa4j_tensor* lse,
+                                             const fa4j_tensor* dq, const fa4j_tensor* dk, const fa4j_tensor* dv,
+                                             fa4j_stream stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FLASHATTN4J_H */

@@ -1,0 +1,12 @@
+// The CPU backend: FlashAttention-2 on the CPU (tiled over keys, online softmax, O(N) extra memory),
+// multi-threaded, synchronous. Also the second implementation GPU kernels are checked against.
+#pragma once
+
+#include "core/attention_problem.hpp"
+
+namespace fa4j::cpu {
+
+void attention_forward(const ForwardProblem& problem);
+void attention_backward(const BackwardProblem& problem);
+
+}  // namespace fa4j::cpu

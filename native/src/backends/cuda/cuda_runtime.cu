@@ -1,0 +1,110 @@
+// Devices, memory and streams on top of the CUDA runtime (linked statically, so the library needs only
+// the driver at run time, and loads without one).
+#include <cstring>
+#include <string>
+
+#include "backends/cuda/cuda_backend.hpp"
+#include "backends/cuda/cuda_check.cuh"
+
+namespace fa4j::cuda {
+namespace {
+
+// Makes `device` current for this thread after checking it exists.
+void use_device(int device) {
+    const int count = device_count();
+    if (count == 0) fail(FA4J_ERROR_NO_DEVICE, "no CUDA device is available");
+    require(device >= 0 && device < count,
+            "CUDA device " + std::to_string(device) + " does not exist (" + std::to_string(count) + " present)");
+    FA4J_CUDA_CHECK(cudaSetDevice(device));
+}
+
+cudaStream_t native(fa4j_stream stream) { return reinterpret_cast<cudaStream_t>(stream); }
+
+cudaMemcpyKind native(fa4j_memcpy_kind kind) {
+    switch (kind) {
+        case FA4J_MEMCPY_HOST_TO_DEVICE: return cudaMemcpyHostToDevice;
+        case FA4J_MEMCPY_DEVICE_TO_HOST: return cudaMemcpyDeviceToHost;
+        case FA4J_MEMCPY_DEVICE_TO_DEVICE: return cudaMemcpyDeviceToDevice;
+    }
+    fail(FA4J_ERROR_INVALID_ARGUMENT, "unknown memcpy kind " + std::to_string(static_cast<int>(kind)));
+}
+
+}  // namespace
+
+bool compiled() { return true; }
+
+int device_count() {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return count;
+}
+
+void get_device_properties(int device, fa4j_device_properties* properties) {
+    use_device(device);
+    cudaDeviceProp prop{};
+    FA4J_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+    std::strncpy(properties->name, prop.name, sizeof(properties->name) - 1);
+    properties->name[sizeof(properties->name) - 1] = '\0';
+    properties->compute_capability_major = prop.major;
+    properties->compute_capability_minor = prop.minor;
+    properties->multiprocessor_count = prop.multiProcessorCount;
+    properties->total_global_memory_bytes = prop.totalGlobalMem;
+    properties->shared_memory_per_block_optin_bytes = prop.sharedMemPerBlockOptin;
+}
+
+void* malloc_device(int device, size_t bytes) {
+    use_device(device);
+    if (bytes == 0) return nullptr;
+    void* pointer = nullptr;
+    FA4J_CUDA_CHECK(cudaMalloc(&pointer, bytes));
+    return pointer;
+}
+
+void free_device(int device, void* pointer) {
+    if (pointer == nullptr) return;
+    use_device(device);
+    FA4J_CUDA_CHECK(cudaFree(pointer));
+}
+
+void memcpy_sync(int device, void* destination, const void* source, size_t bytes, fa4j_memcpy_kind kind,
+                 fa4j_stream stream) {
+    const cudaMemcpyKind direction = native(kind);
+    use_device(device);
+    if (bytes == 0) return;
+    FA4J_CUDA_CHECK(cudaMemcpyAsync(destination, source, bytes, direction, native(stream)));
+    FA4J_CUDA_CHECK(cudaStreamSynchronize(native(stream)));
+}
+
+void memset_async(int device, void* pointer, int value, size_t bytes, fa4j_stream stream) {
+    use_device(device);
+    if (bytes == 0) return;
+    FA4J_CUDA_CHECK(cudaMemsetAsync(pointer, value, bytes, native(stream)));
+}
+
+fa4j_stream stream_create(int device) {
+    use_device(device);
+    cudaStream_t stream = nullptr;
+    FA4J_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    return reinterpret_cast<fa4j_stream>(stream);
+}
+
+void stream_destroy(int device, fa4j_stream stream) {
+    require(stream != nullptr, "the default stream cannot be destroyed");
+    use_device(device);
+    FA4J_CUDA_CHECK(cudaStreamDestroy(native(stream)));
+}
+
+void stream_synchronize(int device, fa4j_stream stream) {
+    use_device(device);
+    FA4J_CUDA_CHECK(cudaStreamSynchronize(native(stream)));
+}
+
+void device_synchronize(int device) {
+    use_device(device);
+    FA4J_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+}  // namespace fa4j::cuda

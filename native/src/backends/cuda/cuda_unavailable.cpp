@@ -1,0 +1,24 @@
+// The CUDA backend of a library built without nvcc: reports no devices and refuses device work.
+#include "backends/cuda/cuda_backend.hpp"
+#include "core/error.hpp"
+
+namespace fa4j::cuda {
+namespace {
+[[noreturn]] void unavailable() { fail(FA4J_ERROR_NO_DEVICE, "this build of flashattn4j has no CUDA support"); }
+}  // namespace
+
+bool compiled() { return false; }
+int device_count() { return 0; }
+void get_device_properties(int, fa4j_device_properties*) { unavailable(); }
+void* malloc_device(int, size_t) { unavailable(); }
+void free_device(int, void*) { unavailable(); }
+void memcpy_sync(int, void*, const void*, size_t, fa4j_memcpy_kind, fa4j_stream) { unavailable(); }
+void memset_async(int, void*, int, size_t, fa4j_stream) { unavailable(); }
+fa4j_stream stream_create(int) { unavailable(); }
+void stream_destroy(int, fa4j_stream) { unavailable(); }
+void stream_synchronize(int, fa4j_stream) { unavailable(); }
+void device_synchronize(int) { unavailable(); }
+void attention_forward(int, const ForwardProblem&, fa4j_stream) { unavailable(); }
+void attention_backward(int, const BackwardProblem&, fa4j_stream) { unavailable(); }
+
+}  // namespace fa4j::cuda

@@ -1,0 +1,178 @@
+#include "core/tensor_checks.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cstdlib>
+#include <sstream>
+
+#include "core/error.hpp"
+
+namespace fa4j {
+namespace {
+
+constexpr int kMaxRank = 8;
+
+int64_t checked_mul(int64_t a, int64_t b, const char* name) {
+    int64_t r;
+    if (__builtin_mul_overflow(a, b, &r)) fail(FA4J_ERROR_INVALID_ARGUMENT, std::string(name) + ": size overflows int64");
+    return r;
+}
+
+int64_t checked_add(int64_t a, int64_t b, const char* name) {
+    int64_t r;
+    if (__builtin_add_overflow(a, b, &r)) fail(FA4J_ERROR_INVALID_ARGUMENT, std::string(name) + ": size overflows int64");
+    return r;
+}
+
+DType dtype_of(const fa4j_dtype& d, const char* name) {
+    require(d.lanes == 1, std::string(name) + ": vector dtypes (lanes != 1) are not supported");
+    if (d.code == FA4J_DTYPE_CODE_FLOAT && d.bits == 32) return DType::F32;
+    if (d.code == FA4J_DTYPE_CODE_FLOAT && d.bits == 16) return DType::F16;
+    if (d.code == FA4J_DTYPE_CODE_BFLOAT && d.bits == 16) return DType::BF16;
+    fail(FA4J_ERROR_UNSUPPORTED, std::string(name) + ": dtype (code " + std::to_string(d.code) + ", bits " +
+                                     std::to_string(d.bits) + ") is not float32, float16 or bfloat16");
+}
+
+// Dimensions that matter for addressing (size > 1), sorted by ascending stride.
+struct Dim {
+    int64_t size;
+    int64_t stride;
+};
+
+std::vector<Dim> addressing_dims(const fa4j_tensor& t) {
+    std::vector<Dim> dims;
+    for (int i = 0; i < t.ndim; ++i)
+        if (t.shape[i] > 1) dims.push_back({t.shape[i], t.strides[i]});
+    std::sort(dims.begin(), dims.end(), [](const Dim& a, const Dim& b) { return a.stride < b.stride; });
+    return dims;
+}
+
+// [first byte, one past last byte] of the elements of t; empty tensors span nothing.
+struct ByteRange {
+    uintptr_t begin;
+    uintptr_t end;
+};
+
+ByteRange byte_range(const fa4j_tensor& t) {
+    if (element_count(t) == 0) return {0, 0};
+    int64_t last = 0;
+    for (int i = 0; i < t.ndim; ++i) last += (t.shape[i] - 1) * t.strides[i];  // overflow ruled out earlier
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(first_element(t));
+    const int64_t element = t.dtype.bits / 8;
+    return {begin, begin + static_cast<uintptr_t>((last + 1) * element)};
+}
+
+// Can `delta` (in elements) be written as sum(d_i * stride_i) with |d_i| < size_i? For layouts whose
+// strides nest (each at least the span of the smaller ones) the top digit has only two candidates,
+// so this search is exact and visits at most 2^rank paths.
+bool reachable(const std::vector<Dim>& dims, int top, int64_t delta) {
+    if (delta == 0) return true;
+    if (top < 0) return false;
+    const Dim& d = dims[top];
+    if (d.stride == 0) return true;  // cannot happen for a checked output; stay conservative
+    const int64_t magnitude = std::llabs(delta);
+    const int64_t digit = magnitude / d.stride;
+    for (int64_t candidate : {digit, digit + 1}) {
+        if (candidate >= d.size) continue;
+        const int64_t rest = magnitude - candidate * d.stride;
+        if (reachable(dims, top - 1, rest)) return true;
+    }
+    return false;
+}
+
+bool same_layout(const fa4j_tensor& a, const fa4j_tensor& b) {
+    if (a.ndim != b.ndim || a.dtype.bits != b.dtype.bits) return false;
+    for (int i = 0; i < a.ndim; ++i)
+        if (a.shape[i] != b.shape[i] || a.strides[i] != b.strides[i]) return false;
+    return true;
+}
+
+bool overlaps(const fa4j_tensor& a, const fa4j_tensor& b) {
+    if (a.device.device_type != b.device.device_type || a.device.device_id != b.device.device_id) return false;
+    const ByteRange ra = byte_range(a), rb = byte_range(b);
+    if (ra.begin == ra.end || rb.begin == rb.end) return false;
+    if (ra.end <= rb.begin || rb.end <= ra.begin) return false;
+    // Extents intersect. Views interleaved in one buffer (e.g. dq, dk, dv inside a packed dqkv) are
+    // still disjoint; decide that exactly when both views share one non-self-overlapping layout.
+    if (!same_layout(a, b)) return true;
+    const int64_t element = a.dtype.bits / 8;
+    const int64_t delta_bytes = static_cast<int64_t>(rb.begin) - static_cast<int64_t>(ra.begin);
+    if (delta_bytes % element != 0) return true;
+    const std::vector<Dim> dims = addressing_dims(a);
+    return reachable(dims, static_cast<int>(dims.size()) - 1, delta_bytes / element);
+}
+
+}  // namespace
+
+int64_t element_count(const fa4j_tensor& t) {
+    int64_t n = 1;
+    for (int i = 0; i < t.ndim; ++i) n *= t.shape[i];
+    return n;
+}
+
+char* first_element(const fa4j_tensor& t) { return static_cast<char*>(t.data) + t.byte_offset; }
+
+DType check_descriptor(const fa4j_tensor* t, const char* name, int expected_ndim) {
+    const std::string n(name);
+    require(t != nullptr, n + " is null");
+    require(t->ndim == expected_ndim,
+            n + " must have " + std::to_string(expected_ndim) + " dimensions, has " + std::to_string(t->ndim));
+    require(t->ndim <= kMaxRank, n + ": too many dimensions");
+    require(t->shape != nullptr, n + ": shape is null");
+    require(t->strides != nullptr, n + ": strides is null (strides must be given explicitly)");
+    require(t->device.device_type == FA4J_DEVICE_CPU || t->device.device_type == FA4J_DEVICE_CUDA,
+            n + ": device type " + std::to_string(t->device.device_type) + " is neither CPU (1) nor CUDA (2)");
+    require(t->device.device_id >= 0, n + ": negative device id");
+    const DType dtype = dtype_of(t->dtype, name);
+    const int64_t element = dtype_size(dtype);
+    int64_t count = 1, last = 0;
+    for (int i = 0; i < t->ndim; ++i) {
+        require(t->shape[i] >= 0, n + ": negative size in dimension " + std::to_string(i));
+        require(t->strides[i] >= 0, n + ": negative stride in dimension " + std::to_string(i));
+        count = checked_mul(count, t->shape[i], name);
+        if (t->shape[i] > 0) last = checked_add(last, checked_mul(t->shape[i] - 1, t->strides[i], name), name);
+    }
+    if (count > 0) {
+        checked_mul(checked_add(last, 1, name), element, name);
+        require(t->data != nullptr, n + ": data is null");
+        require(t->byte_offset % static_cast<uint64_t>(element) == 0, n + ": byte_offset is not a multiple of the element size");
+        require(reinterpret_cast<uintptr_t>(t->data) % static_cast<uintptr_t>(element) == 0,
+                n + ": data is not aligned to the element size");
+        require(t->byte_offset <= static_cast<uint64_t>(INT64_MAX), n + ": byte_offset too large");
+    }
+    return dtype;
+}
+
+void check_not_self_overlapping(const fa4j_tensor& t, const char* name) {
+    if (element_count(t) == 0) return;
+    const std::vector<Dim> dims = addressing_dims(t);
+    int64_t span = 1;  // elements covered by the dimensions of smaller stride
+    for (const Dim& d : dims) {
+        require(d.stride >= span, std::string(name) + " " + shape_string(t) +
+                                      ": layout maps several indices to one element; an output must not overlap itself");
+        span = d.stride * d.size;
+    }
+}
+
+void check_outputs_disjoint(const std::vector<NamedTensor>& outputs, const std::vector<NamedTensor>& inputs) {
+    for (size_t i = 0; i < outputs.size(); ++i) {
+        for (size_t j = i + 1; j < outputs.size(); ++j)
+            require(!overlaps(*outputs[i].tensor, *outputs[j].tensor),
+                    std::string(outputs[i].name) + " and " + outputs[j].name + " share memory");
+        for (const NamedTensor& in : inputs)
+            require(!overlaps(*outputs[i].tensor, *in.tensor),
+                    std::string("output ") + outputs[i].name + " shares memory with input " + in.name);
+    }
+}
+
+std::string shape_string(const fa4j_tensor& t) {
+    std::ostringstream s;
+    s << "shape [";
+    for (int i = 0; i < t.ndim; ++i) s << (i ? ", " : "") << t.shape[i];
+    s << "] strides [";
+    for (int i = 0; i < t.ndim; ++i) s << (i ? ", " : "") << t.strides[i];
+    s << "]";
+    return s.str();
+}
+
+}  // namespace fa4j

@@ -1,0 +1,36 @@
+// Validation of fa4j_tensor descriptors coming from callers: nothing a caller passes may make a
+// backend read or write outside the tensors it was handed.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/dtype.hpp"
+#include "flashattn4j.h"
+
+namespace fa4j {
+
+// Checks the descriptor itself (non-null fields, rank, non-negative sizes and strides, a supported
+// dtype with lanes == 1, aligned data, a known device type) and returns its dtype.
+DType check_descriptor(const fa4j_tensor* t, const char* name, int expected_ndim);
+
+int64_t element_count(const fa4j_tensor& t);
+
+// Byte address of element (0, ..., 0).
+char* first_element(const fa4j_tensor& t);
+
+// Requires that no two index tuples of `t` address the same element (writes would race).
+void check_not_self_overlapping(const fa4j_tensor& t, const char* name);
+
+struct NamedTensor {
+    const fa4j_tensor* tensor;
+    const char* name;
+};
+
+// Requires that every output shares no byte with any other listed tensor (inputs or outputs).
+void check_outputs_disjoint(const std::vector<NamedTensor>& outputs, const std::vector<NamedTensor>& inputs);
+
+std::string shape_string(const fa4j_tensor& t);
+
+}  // namespace fa4j
