@@ -1,0 +1,301 @@
+// FlashAttention-2 backward on the CPU, in three passes that need no atomics and give the same bits
+// whatever the thread count, because every output element is owned by exactly one task and summed in
+// a fixed order:
+//   1. per query row: D = rowsum(dout ∘ out), and lse moved to the log2 domain;
+//   2. per (batch, kv head, key tile): dK and dV, summed over every query head of the group and every
+//      query tile, recomputing P = exp(S - lse) on the way;
+//   3. per (batch, query head, query tile): dQ, summed over key tiles, recomputing P again.
+// Recomputing P twice costs two extra tile products per tile pair; the alternatives are an N x N
+// buffer or racing updates of dQ.
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "backends/cpu/cpu_attention.hpp"
+#include "backends/cpu/fast_exp2.hpp"
+#include "backends/cpu/kernel_select.hpp"
+#include "backends/cpu/thread_pool.hpp"
+#include "backends/cpu/tile_io.hpp"
+#include "backends/cpu/tile_matmul.hpp"
+#include "backends/cpu/tiling.hpp"
+
+namespace fa4j::cpu {
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// Pass 1's results, one float per query row, indexed [(b * heads_q + h) * seqlen_q + i].
+struct RowStats {
+    float* delta;  // rowsum(dout ∘ out)
+    float* lse2;   // lse * log2(e); +inf where lse is -inf, so that such a row's P is 0 rather than NaN
+};
+
+FA4J_INLINE int64_t stats_index(const AttentionShape& shape, int64_t b, int64_t h, int64_t i) {
+    return (b * shape.heads_q + h) * shape.seqlen_q + i;
+}
+
+// The statistics of rows [i0, i0 + rows) of one head, padded to rows_pad with rows that have P = 0.
+FA4J_INLINE void load_row_stats(const AttentionShape& shape, const RowStats& stats, int64_t b, int64_t h, int64_t i0,
+                                int rows, int rows_pad, float* lse2, float* delta) {
+    const int64_t first = stats_index(shape, b, h, i0);
+    for (int r = 0; r < rows; ++r) {
+        lse2[r] = stats.lse2[first + r];
+        delta[r] = stats.delta[first + r];
+    }
+    for (int r = rows; r < rows_pad; ++r) {
+        lse2[r] = kInf;
+        delta[r] = 0.0f;
+    }
+}
+
+// row[j] = P = 2^(scale_log2 * s - lse2) for j < visible, else 0; `row` holds raw scores s on entry.
+template <class Isa>
+FA4J_INLINE void probabilities_row(float* row, int n, int visible, float scale_log2, float lse2) {
+#pragma omp simd
+    for (int j = 0; j < n; ++j) {
+        const float p = fast_exp2<Isa>(madd<Isa>(row[j], scale_log2, -lse2));
+        row[j] = j < visible ? p : 0.0f;
+    }
+}
+
+// The transposed case: one key's scores against queries i, each with its own lse2[i]; queries
+// [first, end) attend the key.
+template <class Isa>
+FA4J_INLINE void probabilities_column(float* row, int n, int first, int end, float scale_log2, const float* lse2) {
+#pragma omp simd
+    for (int i = 0; i < n; ++i) {
+        const float p = fast_exp2<Isa>(madd<Isa>(row[i], scale_log2, -lse2[i]));
+        row[i] = i >= first && i < end ? p : 0.0f;
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Pass 1: one task per (batch, head, query tile).
+
+struct StatsScratch {
+    explicit StatsScratch(int d) : dout(kBlockQ * d), out(kBlockQ * d) {}
+    FloatBuffer dout, out;
+};
+
+struct StatsKernel {
+    template <class Isa, class Elem>
+    static FA4J_INLINE void run(const BackwardProblem& p, const RowStats& stats, StatsScratch& w, int64_t task) {
+        const AttentionShape& shape = p.config.shape;
+        const int d = static_cast<int>(shape.head_dim);
+        const int64_t q_tiles = ceil_div(shape.seqlen_q, kBlockQ);
+        const int64_t b = task / q_tiles / shape.heads_q;
+        const int64_t h = task / q_tiles % shape.heads_q;
+        const int64_t i0 = task % q_tiles * kBlockQ;
+        const int rows = static_cast<int>(std::min<int64_t>(kBlockQ, shape.seqlen_q - i0));
+        float* const dout = w.dout.get();
+        float* const out = w.out.get();
+        load_tile<Elem>(p.dout, b, h, i0, rows, rows, d, dout);
+        load_tile<Elem>(p.out, b, h, i0, rows, rows, d, out);
+        const float* lse = p.lse.data + b * p.lse.batch_stride + h * p.lse.head_stride;
+        for (int r = 0; r < rows; ++r) {
+            float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+            for (int c = 0; c < d; ++c) dot += dout[r * d + c] * out[r * d + c];
+            const int64_t index = stats_index(shape, b, h, i0 + r);
+            const float row_lse = lse[(i0 + r) * p.lse.seq_stride];
+            stats.delta[index] = dot;
+            stats.lse2[index] = row_lse == -kInf ? kInf : row_lse * kLog2e;
+        }
+    }
+};
+
+// ------------------------------------------------------------------------------------------------
+// Pass 2: one task per (batch, kv head, key tile). Works on transposed scores (keys are rows) so that
+// dK and dV, the quantities it owns, come out of plain row-major products.
+
+struct KeyPassScratch {
+    explicit KeyPassScratch(int d)
+        : k(kBlockK * d), v(kBlockK * d), dk(kBlockK * d), dv(kBlockK * d), q(kBlockQ * d), dout(kBlockQ * d),
+          qt(d * kBlockQ), doutt(d * kBlockQ), pt(kBlockK * kBlockQ), dst(kBlockK * kBlockQ), lse2(kBlockQ),
+          delta(kBlockQ) {}
+    FloatBuffer k, v, dk, dv;  // [keys_pad x d]
+    FloatBuffer q, dout;       // [rows_pad x d]
+    FloatBuffer qt, doutt;     // [d x rows_pad]
+    FloatBuffer pt, dst;       // [keys_pad x rows_pad]: Pᵀ, and dPᵀ turned into dSᵀ in place
+    FloatBuffer lse2, delta;   // [rows_pad]
+};
+
+struct KeyPassKernel {
+    template <class Isa, class Elem>
+    static FA4J_INLINE void run(const BackwardProblem& p, const RowStats& stats, KeyPassScratch& w, int64_t task) {
+        const AttentionConfig& config = p.config;
+        const AttentionShape& shape = config.shape;
+        const int d = static_cast<int>(shape.head_dim);
+        // Key tile outermost and ascending: under the causal mask early keys are seen by the most queries,
+        // so the longest tasks are handed out first.
+        const int64_t kv_heads = shape.batch * shape.heads_kv;
+        const int64_t j0 = task / kv_heads * kBlockK;
+        const int64_t b = task % kv_heads / shape.heads_kv;
+        const int64_t h_kv = task % kv_heads % shape.heads_kv;
+        const int keys = static_cast<int>(std::min<int64_t>(kBlockK, shape.seqlen_k - j0));
+        const int keys_pad = round_up(keys, kRowPad);
+        const float scale_log2 = config.softmax_scale * kLog2e;
+        const int64_t offset = shape.causal_offset();
+
+        float* const k = w.k.get();
+        float* const v = w.v.get();
+        float* const dk = w.dk.get();
+        float* const dv = w.dv.get();
+        float* const q = w.q.get();
+        float* const dout = w.dout.get();
+        float* const qt = w.qt.get();
+        float* const doutt = w.doutt.get();
+        float* const pt = w.pt.get();
+        float* const dst = w.dst.get();
+        float* const lse2 = w.lse2.get();
+        float* const delta = w.delta.get();
+
+        load_tile<Elem>(p.k, b, h_kv, j0, keys, keys_pad, d, k);
+        load_tile<Elem>(p.v, b, h_kv, j0, keys, keys_pad, d, v);
+        fill_floats(dk, keys_pad * d, 0.0f);
+        fill_floats(dv, keys_pad * d, 0.0f);
+
+        const int64_t q_begin = first_query_for_key(config, j0);
+        for (int64_t h = h_kv * shape.group_size(); h < (h_kv + 1) * shape.group_size(); ++h) {
+            for (int64_t i0 = q_begin; i0 < shape.seqlen_q; i0 += kBlockQ) {
+                const int rows = static_cast<int>(std::min<int64_t>(kBlockQ, shape.seqlen_q - i0));
+                const int rows_pad = round_up(rows, kColPad);
+                load_tile<Elem>(p.q, b, h, i0, rows, rows_pad, d, q);
+                load_tile<Elem>(p.dout, b, h, i0, rows, rows_pad, d, dout);
+                transpose_tile(q, rows_pad, d, qt);
+                transpose_tile(dout, rows_pad, d, doutt);
+                load_row_stats(shape, stats, b, h, i0, rows, rows_pad, lse2, delta);
+
+                matmul<Isa, false>(keys_pad, rows_pad, d, k, d, qt, rows_pad, pt, rows_pad);  // Sᵀ
+                for (int jj = 0; jj < keys_pad; ++jj) {
+                    const int first = config.causal
+                                          ? static_cast<int>(std::clamp<int64_t>(j0 + jj - offset - i0, 0, rows))
+                                          : 0;
+                    const int end = jj < keys ? rows : 0;
+                    probabilities_column<Isa>(pt + jj * rows_pad, rows_pad, first, end, scale_log2, lse2);
+                }
+                matmul<Isa, true>(keys_pad, d, rows_pad, pt, rows_pad, dout, d, dv, d);           // dV += Pᵀ dO
+                matmul<Isa, false>(keys_pad, rows_pad, d, v, d, doutt, rows_pad, dst, rows_pad);  // dPᵀ = V dOᵀ
+                for (int jj = 0; jj < keys_pad; ++jj) {
+                    const float* p_row = pt + jj * rows_pad;
+                    float* ds_row = dst + jj * rows_pad;
+#pragma omp simd
+                    for (int i = 0; i < rows_pad; ++i) ds_row[i] = p_row[i] * (ds_row[i] - delta[i]);
+                }
+                matmul<Isa, true>(keys_pad, d, rows_pad, dst, rows_pad, q, d, dk, d);  // dK += dSᵀ Q (unscaled)
+            }
+        }
+        store_tile<Elem>(dk, config.softmax_scale, p.dk, b, h_kv, j0, keys, d);
+        store_tile<Elem>(dv, 1.0f, p.dv, b, h_kv, j0, keys, d);
+    }
+};
+
+// ------------------------------------------------------------------------------------------------
+// Pass 3: one task per (batch, query head, query tile).
+
+struct QueryPassScratch {
+    explicit QueryPassScratch(int d)
+        : q(kBlockQ * d), dout(kBlockQ * d), dq(kBlockQ * d), k(kBlockK * d), kt(d * kBlockK), vt(d * kBlockK),
+          p(kBlockQ * kBlockK), ds(kBlockQ * kBlockK), lse2(kBlockQ), delta(kBlockQ) {}
+    FloatBuffer q, dout, dq;  // [rows_pad x d]
+    FloatBuffer k;            // [keys_pad x d]
+    FloatBuffer kt, vt;       // [d x keys_pad]
+    FloatBuffer p, ds;        // [rows_pad x keys_pad]: P, and dP turned into dS in place
+    FloatBuffer lse2, delta;  // [rows_pad]
+};
+
+struct QueryPassKernel {
+    template <class Isa, class Elem>
+    static FA4J_INLINE void run(const BackwardProblem& problem, const RowStats& stats, QueryPassScratch& w,
+                                int64_t task) {
+        const AttentionConfig& config = problem.config;
+        const AttentionShape& shape = config.shape;
+        const int d = static_cast<int>(shape.head_dim);
+        // Heaviest first, as in the forward pass: late query tiles see the most keys.
+        const int64_t heads = shape.batch * shape.heads_q;
+        const int64_t q_tile = ceil_div(shape.seqlen_q, kBlockQ) - 1 - task / heads;
+        const int64_t b = task % heads / shape.heads_q;
+        const int64_t h = task % heads % shape.heads_q;
+        const int64_t h_kv = h / shape.group_size();
+        const int64_t i0 = q_tile * kBlockQ;
+        const int rows = static_cast<int>(std::min<int64_t>(kBlockQ, shape.seqlen_q - i0));
+        const int rows_pad = round_up(rows, kRowPad);
+        const float scale_log2 = config.softmax_scale * kLog2e;
+
+        float* const q = w.q.get();
+        float* const dout = w.dout.get();
+        float* const dq = w.dq.get();
+        float* const k = w.k.get();
+        float* const kt = w.kt.get();
+        float* const vt = w.vt.get();
+        float* const p = w.p.get();
+        float* const ds = w.ds.get();
+        float* const lse2 = w.lse2.get();
+        float* const delta = w.delta.get();
+
+        load_tile<Elem>(problem.q, b, h, i0, rows, rows_pad, d, q);
+        load_tile<Elem>(problem.dout, b, h, i0, rows, rows_pad, d, dout);
+        load_row_stats(shape, stats, b, h, i0, rows, rows_pad, lse2, delta);
+        fill_floats(dq, rows_pad * d, 0.0f);
+
+        const int64_t key_end = key_end_for_rows(config, i0, rows);
+        for (int64_t j0 = 0; j0 < key_end; j0 += kBlockK) {
+            const int keys = static_cast<int>(std::min<int64_t>(kBlockK, key_end - j0));
+            const int keys_pad = round_up(keys, kColPad);
+            load_tile<Elem>(problem.k, b, h_kv, j0, keys, keys_pad, d, k);
+            transpose_tile(k, keys_pad, d, kt);
+            load_tile_transposed<Elem>(problem.v, b, h_kv, j0, keys, keys_pad, d, vt);
+
+            matmul<Isa, false>(rows_pad, keys_pad, d, q, d, kt, keys_pad, p, keys_pad);  // S
+            for (int r = 0; r < rows_pad; ++r) {
+                const int visible = r < rows ? visible_keys(config, i0 + r, j0, keys) : 0;
+                probabilities_row<Isa>(p + r * keys_pad, keys_pad, visible, scale_log2, lse2[r]);
+            }
+            matmul<Isa, false>(rows_pad, keys_pad, d, dout, d, vt, keys_pad, ds, keys_pad);  // dP = dO Vᵀ
+            for (int r = 0; r < rows_pad; ++r) {
+                const float* p_row = p + r * keys_pad;
+                float* ds_row = ds + r * keys_pad;
+                const float row_delta = delta[r];
+#pragma omp simd
+                for (int j = 0; j < keys_pad; ++j) ds_row[j] = p_row[j] * (ds_row[j] - row_delta);
+            }
+            matmul<Isa, true>(rows_pad, d, keys_pad, ds, keys_pad, k, d, dq, d);  // dQ += dS K (unscaled)
+        }
+        store_tile<Elem>(dq, config.softmax_scale, problem.dq, b, h, i0, rows, d);
+    }
+};
+
+// Runs every task of one pass on the pool, each worker with scratch of its own made on first use.
+template <class Kernel, class Scratch>
+void run_pass(const BackwardProblem& problem, const RowStats& stats, int threads, IsaLevel isa, int64_t tasks) {
+    const auto kernel = select_kernel<Kernel, const BackwardProblem&, const RowStats&, Scratch&, int64_t>(
+        problem.config.dtype, isa);
+    const int d = static_cast<int>(problem.config.shape.head_dim);
+    std::vector<std::unique_ptr<Scratch>> scratch(static_cast<size_t>(threads));
+    parallel_for(threads, tasks, [&](int64_t task, int worker) {
+        std::unique_ptr<Scratch>& mine = scratch[static_cast<size_t>(worker)];
+        if (!mine) mine = std::make_unique<Scratch>(d);
+        kernel(problem, stats, *mine, task);
+    });
+}
+
+}  // namespace
+
+void attention_backward(const BackwardProblem& problem) {
+    const AttentionShape& shape = problem.config.shape;
+    const int threads = resolve_num_threads(problem.config.num_threads);
+    const IsaLevel isa = select_isa();
+    const int64_t q_tiles = shape.batch * shape.heads_q * ceil_div(shape.seqlen_q, kBlockQ);
+    const int64_t k_tiles = shape.batch * shape.heads_kv * ceil_div(shape.seqlen_k, kBlockK);
+
+    const size_t rows = static_cast<size_t>(shape.batch * shape.heads_q * shape.seqlen_q);
+    std::vector<float> delta(rows), lse2(rows);
+    const RowStats stats{delta.data(), lse2.data()};
+
+    run_pass<StatsKernel, StatsScratch>(problem, stats, threads, isa, q_tiles);
+    run_pass<KeyPassKernel, KeyPassScratch>(problem, stats, threads, isa, k_tiles);
+    run_pass<QueryPassKernel, QueryPassScratch>(problem, stats, threads, isa, q_tiles);
+}
+
+}  // namespace fa4j::cpu

@@ -1,0 +1,77 @@
+// How the CPU kernels cut attention into tiles: tile sizes, padding, the causal geometry of a tile
+// pair, and the aligned scratch buffers tiles live in.
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <new>
+
+#include "backends/cpu/simd.hpp"
+#include "core/attention_problem.hpp"
+
+namespace fa4j::cpu {
+
+// 64 x 64 score tiles: with head_dim up to 128 the working set of a tile pair (a few 64 x head_dim
+// float tiles plus the scores) stays within L2 of any recent core, and 64 keys amortise the per-row
+// softmax bookkeeping.
+constexpr int kBlockQ = 64;
+constexpr int kBlockK = 64;
+
+// Tiles in float are padded with zeros to these multiples, so the matrix products (tile_matmul.hpp)
+// never see a ragged edge: a tile's rows to a multiple of the largest register-block height, its
+// columns to a multiple of the narrowest register-block width. head_dim is a multiple of 8 already.
+constexpr int kRowPad = 8;
+constexpr int kColPad = 8;
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+inline int round_up(int value, int multiple) { return (value + multiple - 1) / multiple * multiple; }
+
+FA4J_INLINE void fill_floats(float* data, int count, float value) {
+#pragma omp simd
+    for (int i = 0; i < count; ++i) data[i] = value;
+}
+
+inline int64_t ceil_div(int64_t value, int64_t divisor) { return (value + divisor - 1) / divisor; }
+
+// Rows [i0, i0 + rows) of queries attend at most keys [0, key_end): all keys, or with the causal mask
+// those up to the last row's diagonal.
+inline int64_t key_end_for_rows(const AttentionConfig& config, int64_t i0, int64_t rows) {
+    const AttentionShape& s = config.shape;
+    if (!config.causal) return s.seqlen_k;
+    return std::clamp<int64_t>(i0 + rows + s.causal_offset(), 0, s.seqlen_k);
+}
+
+// Query i attends keys [j0, j0 + visible) of the tile of `keys` keys starting at j0.
+inline int visible_keys(const AttentionConfig& config, int64_t i, int64_t j0, int keys) {
+    if (!config.causal) return keys;
+    return static_cast<int>(std::clamp<int64_t>(i + config.shape.causal_offset() - j0 + 1, 0, keys));
+}
+
+// The first query that may attend key j (every query from it on does).
+inline int64_t first_query_for_key(const AttentionConfig& config, int64_t j) {
+    const AttentionShape& s = config.shape;
+    if (!config.causal) return 0;
+    return std::clamp<int64_t>(j - s.causal_offset(), 0, s.seqlen_q);
+}
+
+// A float array aligned to a cache line, so tile rows (multiples of 8 floats) start on vector
+// boundaries and no vector load splits a line needlessly.
+class FloatBuffer {
+public:
+    explicit FloatBuffer(size_t count)
+        : data_(static_cast<float*>(::operator new[](std::max<size_t>(count, 1) * sizeof(float), kAlignment))) {}
+    float* get() const { return data_.get(); }
+
+private:
+    static constexpr std::align_val_t kAlignment{64};
+    struct Free {
+        void operator()(float* p) const { ::operator delete[](p, kAlignment); }
+    };
+    std::unique_ptr<float, Free> data_;
+};
+
+}  // namespace fa4j::cpu
