@@ -1,7 +1,7 @@
 // Throughput of the CPU backend, forward and backward, in the FlashAttention convention: forward FLOPs
 // = 4·B·H·Nq·Nk·d (halved under the causal mask), backward = 2.5 × forward. Not a ctest test (no
 // _test suffix); build by hand against the library, e.g.
-//   g++ -O2 -std=c++17 -Inative/include native/tests/cpu_attention_bench.cpp -Lbuild -lflashattn4j \
+//   g++ -O2 -std=c++17 -Inative/include native/tests/cpu_attention_bench.cpp -Lbuild -lflashattn4j
 //       -Wl,-rpath,build -o /tmp/cpu_attention_bench
 // Thread count: FA4J_NUM_THREADS; instruction set: FA4J_CPU_ISA (generic, avx2, avx512).
 #include <flashattn4j.h>
