@@ -4,6 +4,7 @@
 #   ./build.sh test    builds everything and runs the native and Java test suites
 #   ./build.sh bench [args]  runs the benchmark CLI (after demo or test built it)
 #   ./build.sh jmh [args]    runs the JMH benchmarks
+#   ./build.sh java-home     prints the JDK it would use
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -38,6 +39,9 @@ bench_jar=benchmarks/target/flashattn4j-benchmarks.jar
 mvn_flags=(-B -ntp)
 
 case "${1:-}" in
+  java-home)
+    echo "$JAVA_HOME"
+    ;;
   demo)
     mvn "${mvn_flags[@]}" -DskipTests package
     exec java "$native_access" -cp "$bench_jar" io.github.flashattn4j.bench.Demo "${@:2}"
@@ -52,7 +56,7 @@ case "${1:-}" in
     exec java "$native_access" -jar "$bench_jar" "${@:2}"
     ;;
   *)
-    echo "usage: $0 demo | test | bench [args] | jmh [jmh args]" >&2
+    echo "usage: $0 demo | test | bench [args] | jmh [jmh args] | java-home" >&2
     exit 2
     ;;
 esac
