@@ -62,29 +62,30 @@ ByteRange byte_range(const fa4j_tensor& t) {
     return {begin, begin + static_cast<uintptr_t>((last + 1) * element)};
 }
 
-// Can `delta` (in elements) be written as sum(d_i * stride_i) with |d_i| < size_i? For layouts whose
-// strides nest (each at least the span of the smaller ones) the top digit has only two candidates,
-// so this search is exact and visits at most 2^rank paths.
-bool reachable(const std::vector<Dim>& dims, int top, int64_t delta) {
-    if (delta == 0) return true;
-    if (top < 0) return false;
-    const Dim& d = dims[top];
-    if (d.stride == 0) return true;  // cannot happen for a checked output; stay conservative
-    const int64_t magnitude = std::llabs(delta);
-    const int64_t digit = magnitude / d.stride;
-    for (int64_t candidate : {digit, digit + 1}) {
-        if (candidate >= d.size) continue;
-        const int64_t rest = magnitude - candidate * d.stride;
-        if (reachable(dims, top - 1, rest)) return true;
+// One dimension of the difference of two views that step through memory with the same strides: an
+// element of `a` at index i and one of `b` at index j differ by (i - j)·stride, with i - j in [lo, hi].
+struct DigitRange {
+    int64_t stride;
+    int64_t lo;
+    int64_t hi;
+};
+
+int64_t floor_div(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
+
+// Can `delta` be written as sum(digit_k · stride_k) with lo_k <= digit_k <= hi_k, using dims [0, top]
+// (sorted by ascending stride)? `reach[k]` bounds |sum| over dims [0, k). When every stride exceeds
+// that bound the top digit has at most two candidates (floor and ceiling of delta / stride), so the
+// search is exact and visits at most 2^rank paths.
+bool reachable(const std::vector<DigitRange>& dims, const std::vector<int64_t>& reach, int top, int64_t delta) {
+    if (top < 0) return delta == 0;
+    const DigitRange& d = dims[top];
+    const int64_t low = floor_div(delta, d.stride);
+    for (int64_t digit : {low, low + 1}) {
+        if (digit < d.lo || digit > d.hi) continue;
+        const int64_t rest = delta - digit * d.stride;
+        if (std::llabs(rest) <= reach[top] && reachable(dims, reach, top - 1, rest)) return true;
     }
     return false;
-}
-
-bool same_layout(const fa4j_tensor& a, const fa4j_tensor& b) {
-    if (a.ndim != b.ndim || a.dtype.bits != b.dtype.bits) return false;
-    for (int i = 0; i < a.ndim; ++i)
-        if (a.shape[i] != b.shape[i] || a.strides[i] != b.strides[i]) return false;
-    return true;
 }
 
 bool overlaps(const fa4j_tensor& a, const fa4j_tensor& b) {
@@ -92,14 +93,27 @@ bool overlaps(const fa4j_tensor& a, const fa4j_tensor& b) {
     const ByteRange ra = byte_range(a), rb = byte_range(b);
     if (ra.begin == ra.end || rb.begin == rb.end) return false;
     if (ra.end <= rb.begin || rb.end <= ra.begin) return false;
-    // Extents intersect. Views interleaved in one buffer (e.g. dq, dk, dv inside a packed dqkv) are
-    // still disjoint; decide that exactly when both views share one non-self-overlapping layout.
-    if (!same_layout(a, b)) return true;
+    // Extents intersect. Views interleaved in one buffer (q, k and v heads of a packed qkv, or dq, dk, dv
+    // of a packed dqkv, also with fewer kv heads than query heads) are still disjoint; decide that
+    // exactly when both views step with the same strides through one element type, else assume overlap.
+    if (a.ndim != b.ndim || a.dtype.bits != b.dtype.bits) return true;
+    std::vector<DigitRange> dims;
+    for (int i = 0; i < a.ndim; ++i) {
+        if (a.shape[i] <= 1 && b.shape[i] <= 1) continue;
+        if (a.strides[i] != b.strides[i] || a.strides[i] == 0) return true;
+        dims.push_back({a.strides[i], -(b.shape[i] - 1), a.shape[i] - 1});
+    }
+    std::sort(dims.begin(), dims.end(), [](const DigitRange& x, const DigitRange& y) { return x.stride < y.stride; });
+    std::vector<int64_t> reach(dims.size() + 1, 0);
+    for (size_t k = 0; k < dims.size(); ++k) {
+        reach[k + 1] = reach[k] + std::max(-dims[k].lo, dims[k].hi) * dims[k].stride;
+        if (reach[k] >= dims[k].stride) return true;  // strides do not nest: the search would not be exact
+    }
     const int64_t element = a.dtype.bits / 8;
     const int64_t delta_bytes = static_cast<int64_t>(rb.begin) - static_cast<int64_t>(ra.begin);
     if (delta_bytes % element != 0) return true;
-    const std::vector<Dim> dims = addressing_dims(a);
-    return reachable(dims, static_cast<int>(dims.size()) - 1, delta_bytes / element);
+    // b's first element minus a's: an element of each coincides iff the offset is reachable.
+    return reachable(dims, reach, static_cast<int>(dims.size()) - 1, delta_bytes / element);
 }
 
 }  // namespace

@@ -6,7 +6,10 @@
 //      query tile, recomputing P = exp(S - lse) on the way;
 //   3. per (batch, query head, query tile): dQ, summed over key tiles, recomputing P again.
 // Recomputing P twice costs two extra tile products per tile pair; the alternatives are an N x N
-// buffer or racing updates of dQ.
+// buffer or racing updates of dQ. Each pass orients its scores so that the tile it keeps for the whole
+// task (K and V in pass 2, Q and dO in pass 3) is the one transposed, once, and the tiles it streams
+// are used as stored.
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <memory>
@@ -53,21 +56,19 @@ FA4J_INLINE void load_row_stats(const AttentionShape& shape, const RowStats& sta
 template <class Isa>
 FA4J_INLINE void probabilities_row(float* row, int n, int visible, float scale_log2, float lse2) {
 #pragma omp simd
-    for (int j = 0; j < n; ++j) {
-        const float p = fast_exp2<Isa>(madd<Isa>(row[j], scale_log2, -lse2));
-        row[j] = j < visible ? p : 0.0f;
-    }
+    for (int j = 0; j < n; ++j) row[j] = fast_exp2<Isa>(madd<Isa>(row[j], scale_log2, -lse2));
+    fill_floats(row + visible, n - visible, 0.0f);
 }
 
 // The transposed case: one key's scores against queries i, each with its own lse2[i]; queries
-// [first, end) attend the key.
+// [first, end) attend the key. Masking is a separate pass: with a select in the loop GCC computes the
+// exponential only for selected lanes, which needs branches and so stays scalar.
 template <class Isa>
 FA4J_INLINE void probabilities_column(float* row, int n, int first, int end, float scale_log2, const float* lse2) {
 #pragma omp simd
-    for (int i = 0; i < n; ++i) {
-        const float p = fast_exp2<Isa>(madd<Isa>(row[i], scale_log2, -lse2[i]));
-        row[i] = i >= first && i < end ? p : 0.0f;
-    }
+    for (int i = 0; i < n; ++i) row[i] = fast_exp2<Isa>(madd<Isa>(row[i], scale_log2, -lse2[i]));
+    fill_floats(row, first, 0.0f);
+    fill_floats(row + end, n - end, 0.0f);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -83,11 +84,7 @@ struct StatsKernel {
     static FA4J_INLINE void run(const BackwardProblem& p, const RowStats& stats, StatsScratch& w, int64_t task) {
         const AttentionShape& shape = p.config.shape;
         const int d = static_cast<int>(shape.head_dim);
-        const int64_t q_tiles = ceil_div(shape.seqlen_q, kBlockQ);
-        const int64_t b = task / q_tiles / shape.heads_q;
-        const int64_t h = task / q_tiles % shape.heads_q;
-        const int64_t i0 = task % q_tiles * kBlockQ;
-        const int rows = static_cast<int>(std::min<int64_t>(kBlockQ, shape.seqlen_q - i0));
+        const auto [b, h, i0, rows] = query_tile_of_task(shape, task);
         float* const dout = w.dout.get();
         float* const out = w.out.get();
         load_tile<Elem>(p.dout, b, h, i0, rows, rows, d, dout);
@@ -106,53 +103,43 @@ struct StatsKernel {
 };
 
 // ------------------------------------------------------------------------------------------------
-// Pass 2: one task per (batch, kv head, key tile). Works on transposed scores (keys are rows) so that
-// dK and dV, the quantities it owns, come out of plain row-major products.
+// Pass 2: one task per (batch, kv head, key tile), streaming the query tiles of every head of its group.
 
 struct KeyPassScratch {
     explicit KeyPassScratch(int d)
-        : k(kBlockK * d), v(kBlockK * d), dk(kBlockK * d), dv(kBlockK * d), q(kBlockQ * d), dout(kBlockQ * d),
-          qt(d * kBlockQ), doutt(d * kBlockQ), pt(kBlockK * kBlockQ), dst(kBlockK * kBlockQ), lse2(kBlockQ),
-          delta(kBlockQ) {}
-    FloatBuffer k, v, dk, dv;  // [keys_pad x d]
-    FloatBuffer q, dout;       // [rows_pad x d]
-    FloatBuffer qt, doutt;     // [d x rows_pad]
-    FloatBuffer pt, dst;       // [keys_pad x rows_pad]: Pᵀ, and dPᵀ turned into dSᵀ in place
-    FloatBuffer lse2, delta;   // [rows_pad]
+        : kt(d * kBlockK), vt(d * kBlockK), dk(kBlockK * d), dv(kBlockK * d), q(kBlockQ * d), dout(kBlockQ * d),
+          p(kBlockQ * kBlockK), ds(kBlockQ * kBlockK), lse2(kBlockQ), delta(kBlockQ) {}
+    FloatBuffer kt, vt;       // [d x keys_pad]
+    FloatBuffer dk, dv;       // [keys_pad x d]
+    FloatBuffer q, dout;      // [rows_pad x d]
+    FloatBuffer p, ds;        // [rows_pad x keys_pad]: P, and dP turned into dS in place
+    FloatBuffer lse2, delta;  // [rows_pad]
 };
 
 struct KeyPassKernel {
     template <class Isa, class Elem>
-    static FA4J_INLINE void run(const BackwardProblem& p, const RowStats& stats, KeyPassScratch& w, int64_t task) {
-        const AttentionConfig& config = p.config;
+    static FA4J_INLINE void run(const BackwardProblem& problem, const RowStats& stats, KeyPassScratch& w,
+                                int64_t task) {
+        const AttentionConfig& config = problem.config;
         const AttentionShape& shape = config.shape;
         const int d = static_cast<int>(shape.head_dim);
-        // Key tile outermost and ascending: under the causal mask early keys are seen by the most queries,
-        // so the longest tasks are handed out first.
-        const int64_t kv_heads = shape.batch * shape.heads_kv;
-        const int64_t j0 = task / kv_heads * kBlockK;
-        const int64_t b = task % kv_heads / shape.heads_kv;
-        const int64_t h_kv = task % kv_heads % shape.heads_kv;
-        const int keys = static_cast<int>(std::min<int64_t>(kBlockK, shape.seqlen_k - j0));
+        const auto [b, h_kv, j0, keys] = key_tile_of_task(shape, task);
         const int keys_pad = round_up(keys, kRowPad);
         const float scale_log2 = config.softmax_scale * kLog2e;
-        const int64_t offset = shape.causal_offset();
 
-        float* const k = w.k.get();
-        float* const v = w.v.get();
+        float* const kt = w.kt.get();
+        float* const vt = w.vt.get();
         float* const dk = w.dk.get();
         float* const dv = w.dv.get();
         float* const q = w.q.get();
         float* const dout = w.dout.get();
-        float* const qt = w.qt.get();
-        float* const doutt = w.doutt.get();
-        float* const pt = w.pt.get();
-        float* const dst = w.dst.get();
+        float* const p = w.p.get();
+        float* const ds = w.ds.get();
         float* const lse2 = w.lse2.get();
         float* const delta = w.delta.get();
 
-        load_tile<Elem>(p.k, b, h_kv, j0, keys, keys_pad, d, k);
-        load_tile<Elem>(p.v, b, h_kv, j0, keys, keys_pad, d, v);
+        load_tile_transposed<Elem>(problem.k, b, h_kv, j0, keys, keys_pad, d, kt);
+        load_tile_transposed<Elem>(problem.v, b, h_kv, j0, keys, keys_pad, d, vt);
         fill_floats(dk, keys_pad * d, 0.0f);
         fill_floats(dv, keys_pad * d, 0.0f);
 
@@ -160,48 +147,45 @@ struct KeyPassKernel {
         for (int64_t h = h_kv * shape.group_size(); h < (h_kv + 1) * shape.group_size(); ++h) {
             for (int64_t i0 = q_begin; i0 < shape.seqlen_q; i0 += kBlockQ) {
                 const int rows = static_cast<int>(std::min<int64_t>(kBlockQ, shape.seqlen_q - i0));
-                const int rows_pad = round_up(rows, kColPad);
-                load_tile<Elem>(p.q, b, h, i0, rows, rows_pad, d, q);
-                load_tile<Elem>(p.dout, b, h, i0, rows, rows_pad, d, dout);
-                transpose_tile(q, rows_pad, d, qt);
-                transpose_tile(dout, rows_pad, d, doutt);
+                const int rows_pad = round_up(rows, kRowPad);
+                load_tile<Elem>(problem.q, b, h, i0, rows, rows_pad, d, q);
+                load_tile<Elem>(problem.dout, b, h, i0, rows, rows_pad, d, dout);
                 load_row_stats(shape, stats, b, h, i0, rows, rows_pad, lse2, delta);
 
-                matmul<Isa, false>(keys_pad, rows_pad, d, k, d, qt, rows_pad, pt, rows_pad);  // Sᵀ
-                for (int jj = 0; jj < keys_pad; ++jj) {
-                    const int first = config.causal
-                                          ? static_cast<int>(std::clamp<int64_t>(j0 + jj - offset - i0, 0, rows))
-                                          : 0;
-                    const int end = jj < keys ? rows : 0;
-                    probabilities_column<Isa>(pt + jj * rows_pad, rows_pad, first, end, scale_log2, lse2);
+                matmul<Isa, false>(rows_pad, keys_pad, d, q, d, kt, keys_pad, p, keys_pad);  // S = Q Kᵀ
+                for (int r = 0; r < rows_pad; ++r) {
+                    const int visible = r < rows ? visible_keys(config, i0 + r, j0, keys) : 0;
+                    probabilities_row<Isa>(p + r * keys_pad, keys_pad, visible, scale_log2, lse2[r]);
                 }
-                matmul<Isa, true>(keys_pad, d, rows_pad, pt, rows_pad, dout, d, dv, d);           // dV += Pᵀ dO
-                matmul<Isa, false>(keys_pad, rows_pad, d, v, d, doutt, rows_pad, dst, rows_pad);  // dPᵀ = V dOᵀ
-                for (int jj = 0; jj < keys_pad; ++jj) {
-                    const float* p_row = pt + jj * rows_pad;
-                    float* ds_row = dst + jj * rows_pad;
+                matmul<Isa, true, true>(keys_pad, d, rows_pad, p, keys_pad, dout, d, dv, d);   // dV += Pᵀ dO
+                matmul<Isa, false>(rows_pad, keys_pad, d, dout, d, vt, keys_pad, ds, keys_pad);  // dP = dO Vᵀ
+                for (int r = 0; r < rows_pad; ++r) {
+                    const float* p_row = p + r * keys_pad;
+                    float* ds_row = ds + r * keys_pad;
+                    const float row_delta = delta[r];
 #pragma omp simd
-                    for (int i = 0; i < rows_pad; ++i) ds_row[i] = p_row[i] * (ds_row[i] - delta[i]);
+                    for (int j = 0; j < keys_pad; ++j) ds_row[j] = p_row[j] * (ds_row[j] - row_delta);
                 }
-                matmul<Isa, true>(keys_pad, d, rows_pad, dst, rows_pad, q, d, dk, d);  // dK += dSᵀ Q (unscaled)
+                matmul<Isa, true, true>(keys_pad, d, rows_pad, ds, keys_pad, q, d, dk, d);  // dK += dSᵀ Q (unscaled)
             }
         }
-        store_tile<Elem>(dk, config.softmax_scale, p.dk, b, h_kv, j0, keys, d);
-        store_tile<Elem>(dv, 1.0f, p.dv, b, h_kv, j0, keys, d);
+        store_tile<Elem>(dk, config.softmax_scale, problem.dk, b, h_kv, j0, keys, d);
+        store_tile<Elem>(dv, 1.0f, problem.dv, b, h_kv, j0, keys, d);
     }
 };
 
 // ------------------------------------------------------------------------------------------------
-// Pass 3: one task per (batch, query head, query tile).
+// Pass 3: one task per (batch, query head, query tile), streaming the key tiles it attends. Works on
+// transposed scores (keys are rows), so each query's lse and D run along vector lanes.
 
 struct QueryPassScratch {
     explicit QueryPassScratch(int d)
-        : q(kBlockQ * d), dout(kBlockQ * d), dq(kBlockQ * d), k(kBlockK * d), kt(d * kBlockK), vt(d * kBlockK),
-          p(kBlockQ * kBlockK), ds(kBlockQ * kBlockK), lse2(kBlockQ), delta(kBlockQ) {}
-    FloatBuffer q, dout, dq;  // [rows_pad x d]
-    FloatBuffer k;            // [keys_pad x d]
-    FloatBuffer kt, vt;       // [d x keys_pad]
-    FloatBuffer p, ds;        // [rows_pad x keys_pad]: P, and dP turned into dS in place
+        : qt(d * kBlockQ), doutt(d * kBlockQ), dq(kBlockQ * d), k(kBlockK * d), v(kBlockK * d),
+          pt(kBlockK * kBlockQ), dst(kBlockK * kBlockQ), lse2(kBlockQ), delta(kBlockQ) {}
+    FloatBuffer qt, doutt;    // [d x rows_pad]
+    FloatBuffer dq;           // [rows_pad x d]
+    FloatBuffer k, v;         // [keys_pad x d]
+    FloatBuffer pt, dst;      // [keys_pad x rows_pad]: Pᵀ, and dPᵀ turned into dSᵀ in place
     FloatBuffer lse2, delta;  // [rows_pad]
 };
 
@@ -212,55 +196,49 @@ struct QueryPassKernel {
         const AttentionConfig& config = problem.config;
         const AttentionShape& shape = config.shape;
         const int d = static_cast<int>(shape.head_dim);
-        // Heaviest first, as in the forward pass: late query tiles see the most keys.
-        const int64_t heads = shape.batch * shape.heads_q;
-        const int64_t q_tile = ceil_div(shape.seqlen_q, kBlockQ) - 1 - task / heads;
-        const int64_t b = task % heads / shape.heads_q;
-        const int64_t h = task % heads % shape.heads_q;
+        const auto [b, h, i0, rows] = query_tile_of_task(shape, task);
         const int64_t h_kv = h / shape.group_size();
-        const int64_t i0 = q_tile * kBlockQ;
-        const int rows = static_cast<int>(std::min<int64_t>(kBlockQ, shape.seqlen_q - i0));
         const int rows_pad = round_up(rows, kRowPad);
         const float scale_log2 = config.softmax_scale * kLog2e;
+        const int64_t offset = shape.causal_offset();
 
-        float* const q = w.q.get();
-        float* const dout = w.dout.get();
+        float* const qt = w.qt.get();
+        float* const doutt = w.doutt.get();
         float* const dq = w.dq.get();
         float* const k = w.k.get();
-        float* const kt = w.kt.get();
-        float* const vt = w.vt.get();
-        float* const p = w.p.get();
-        float* const ds = w.ds.get();
+        float* const v = w.v.get();
+        float* const pt = w.pt.get();
+        float* const dst = w.dst.get();
         float* const lse2 = w.lse2.get();
         float* const delta = w.delta.get();
 
-        load_tile<Elem>(problem.q, b, h, i0, rows, rows_pad, d, q);
-        load_tile<Elem>(problem.dout, b, h, i0, rows, rows_pad, d, dout);
+        load_tile_transposed<Elem>(problem.q, b, h, i0, rows, rows_pad, d, qt);
+        load_tile_transposed<Elem>(problem.dout, b, h, i0, rows, rows_pad, d, doutt);
         load_row_stats(shape, stats, b, h, i0, rows, rows_pad, lse2, delta);
         fill_floats(dq, rows_pad * d, 0.0f);
 
         const int64_t key_end = key_end_for_rows(config, i0, rows);
         for (int64_t j0 = 0; j0 < key_end; j0 += kBlockK) {
             const int keys = static_cast<int>(std::min<int64_t>(kBlockK, key_end - j0));
-            const int keys_pad = round_up(keys, kColPad);
+            const int keys_pad = round_up(keys, kRowPad);
             load_tile<Elem>(problem.k, b, h_kv, j0, keys, keys_pad, d, k);
-            transpose_tile(k, keys_pad, d, kt);
-            load_tile_transposed<Elem>(problem.v, b, h_kv, j0, keys, keys_pad, d, vt);
+            load_tile<Elem>(problem.v, b, h_kv, j0, keys, keys_pad, d, v);
 
-            matmul<Isa, false>(rows_pad, keys_pad, d, q, d, kt, keys_pad, p, keys_pad);  // S
-            for (int r = 0; r < rows_pad; ++r) {
-                const int visible = r < rows ? visible_keys(config, i0 + r, j0, keys) : 0;
-                probabilities_row<Isa>(p + r * keys_pad, keys_pad, visible, scale_log2, lse2[r]);
+            matmul<Isa, false>(keys_pad, rows_pad, d, k, d, qt, rows_pad, pt, rows_pad);  // Sᵀ = K Qᵀ
+            for (int jj = 0; jj < keys_pad; ++jj) {
+                const int first =
+                    config.causal ? static_cast<int>(std::clamp<int64_t>(j0 + jj - offset - i0, 0, rows)) : 0;
+                const int end = jj < keys ? rows : 0;
+                probabilities_column<Isa>(pt + jj * rows_pad, rows_pad, first, end, scale_log2, lse2);
             }
-            matmul<Isa, false>(rows_pad, keys_pad, d, dout, d, vt, keys_pad, ds, keys_pad);  // dP = dO Vᵀ
-            for (int r = 0; r < rows_pad; ++r) {
-                const float* p_row = p + r * keys_pad;
-                float* ds_row = ds + r * keys_pad;
-                const float row_delta = delta[r];
+            matmul<Isa, false>(keys_pad, rows_pad, d, v, d, doutt, rows_pad, dst, rows_pad);  // dPᵀ = V dOᵀ
+            for (int jj = 0; jj < keys_pad; ++jj) {
+                const float* p_row = pt + jj * rows_pad;
+                float* ds_row = dst + jj * rows_pad;
 #pragma omp simd
-                for (int j = 0; j < keys_pad; ++j) ds_row[j] = p_row[j] * (ds_row[j] - row_delta);
+                for (int i = 0; i < rows_pad; ++i) ds_row[i] = p_row[i] * (ds_row[i] - delta[i]);
             }
-            matmul<Isa, true>(rows_pad, d, keys_pad, ds, keys_pad, k, d, dq, d);  // dQ += dS K (unscaled)
+            matmul<Isa, true, true>(rows_pad, d, keys_pad, dst, rows_pad, k, d, dq, d);  // dQ += dS K (unscaled)
         }
         store_tile<Elem>(dq, config.softmax_scale, problem.dq, b, h, i0, rows, d);
     }

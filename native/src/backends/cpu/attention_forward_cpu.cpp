@@ -1,7 +1,11 @@
 // FlashAttention-2 forward on the CPU. One task is one tile of kBlockQ query rows of one (batch, head);
-// it walks the key tiles its rows may attend, keeping per row a running maximum and sum of the
+// it walks the key tiles its rows may attend, keeping per query a running maximum and sum of the
 // exponentiated scores (online softmax) and an output accumulator rescaled whenever the maximum grows.
 // Extra memory is a few tiles per thread, whatever the sequence lengths.
+//
+// Scores are computed transposed, Sᵀ = K Qᵀ (keys are rows): then Qᵀ is made once per task, key and
+// value tiles are used as stored, and the softmax statistics of all queries update together along
+// vector lanes.
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -23,47 +27,65 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 
 struct ForwardScratch {
     explicit ForwardScratch(int d)
-        : q(kBlockQ * d), kt(d * kBlockK), v(kBlockK * d), scores(kBlockQ * kBlockK), acc(kBlockQ * d),
-          row_max(kBlockQ), row_sum(kBlockQ) {}
-    FloatBuffer q;        // [rows_pad x d]
-    FloatBuffer kt;       // [d x keys_pad], keys transposed so scores come out row by row
-    FloatBuffer v;        // [keys_pad x d]
-    FloatBuffer scores;   // [rows_pad x keys_pad], scores then probabilities
-    FloatBuffer acc;      // [rows_pad x d], unnormalised output
-    FloatBuffer row_max;  // running maximum of each row's scores, log2 domain
-    FloatBuffer row_sum;  // running sum of 2^(score - row_max)
+        : qt(d * kBlockQ), k(kBlockK * d), v(kBlockK * d), st(kBlockK * kBlockQ), acc(kBlockQ * d),
+          running_max(kBlockQ), running_sum(kBlockQ), tile_max(kBlockQ), tile_sum(kBlockQ), alpha(kBlockQ) {}
+    FloatBuffer qt;           // [d x rows_pad]
+    FloatBuffer k, v;         // [keys_pad x d]
+    FloatBuffer st;           // [keys_pad x rows_pad]: scores, then probabilities
+    FloatBuffer acc;          // [rows_pad x d]: unnormalised output
+    FloatBuffer running_max;  // per query, log2 domain
+    FloatBuffer running_sum;  // per query: sum of 2^(score - running_max)
+    FloatBuffer tile_max, tile_sum, alpha;  // per query, for the current key tile
 };
 
-// Turns one row of raw scores q·k into unnormalised probabilities 2^(scale * q·k - new max), masking
-// keys from `visible` on, and folds the row into its running maximum and sum. Returns the factor the
-// row's output accumulator must be multiplied by before this tile's probabilities are added.
-template <class Isa>
-FA4J_INLINE float online_softmax_row(float* row, int keys_pad, int visible, float scale_log2, float& running_max,
-                                     float& running_sum) {
-    float tile_max = -kInf;
-#pragma omp simd reduction(max : tile_max)
+// Turns the raw scores Sᵀ [keys_pad x rows_pad] of one key tile into unnormalised probabilities
+// 2^(scale * q·k - max), folds them into each query's running maximum and sum, and leaves in `alpha` the
+// factor each query's output accumulator must be multiplied by before this tile is added.
+// `first_visible(j)` is the first query that may attend key j of the tile.
+template <class Isa, class FirstVisible>
+FA4J_INLINE void online_softmax_tile(ForwardScratch& w, int keys_pad, int rows_pad, float scale_log2,
+                                     FirstVisible first_visible) {
+    float* const st = w.st.get();
+    float* const running_max = w.running_max.get();
+    float* const running_sum = w.running_sum.get();
+    float* const tile_max = w.tile_max.get();
+    float* const tile_sum = w.tile_sum.get();
+    float* const alpha = w.alpha.get();
+
+    fill_floats(tile_max, rows_pad, -kInf);
     for (int j = 0; j < keys_pad; ++j) {
-        const float x = j < visible ? row[j] * scale_log2 : -kInf;
-        row[j] = x;
-        tile_max = x > tile_max ? x : tile_max;
+        float* row = st + j * rows_pad;
+        const int first = first_visible(j);
+#pragma omp simd
+        for (int i = 0; i < rows_pad; ++i) row[i] *= scale_log2;
+        fill_floats(row, first, -kInf);
+#pragma omp simd
+        for (int i = 0; i < rows_pad; ++i) tile_max[i] = row[i] > tile_max[i] ? row[i] : tile_max[i];
     }
-    const float new_max = running_max > tile_max ? running_max : tile_max;
-    if (new_max == -kInf) {
-        // No attendable key so far: 2^(x - max) would be NaN. The row stays empty and so does its output.
-        fill_floats(row, keys_pad, 0.0f);
-        return 1.0f;
+    // Per query and cheap next to the tile: plain scalar code with the -inf cases spelled out.
+    for (int i = 0; i < rows_pad; ++i) {
+        const float new_max = std::max(running_max[i], tile_max[i]);
+        if (new_max == -kInf) {
+            // Nothing attendable yet: exponentiate against 0 so masked scores give 0, not NaN.
+            tile_max[i] = 0.0f;
+            alpha[i] = 1.0f;
+        } else {
+            alpha[i] = std::exp2(running_max[i] - new_max);  // 0 while running_max is still -inf
+            running_max[i] = new_max;
+            tile_max[i] = new_max;
+        }
     }
-    float tile_sum = 0.0f;
-#pragma omp simd reduction(+ : tile_sum)
+    fill_floats(tile_sum, rows_pad, 0.0f);
     for (int j = 0; j < keys_pad; ++j) {
-        const float p = fast_exp2<Isa>(row[j] - new_max);
-        row[j] = p;
-        tile_sum += p;
+        float* row = st + j * rows_pad;
+#pragma omp simd
+        for (int i = 0; i < rows_pad; ++i) {
+            row[i] = fast_exp2<Isa>(row[i] - tile_max[i]);
+            tile_sum[i] += row[i];
+        }
     }
-    const float alpha = std::exp2(running_max - new_max);  // 0 when running_max is still -inf
-    running_sum = running_sum * alpha + tile_sum;
-    running_max = new_max;
-    return alpha;
+#pragma omp simd
+    for (int i = 0; i < rows_pad; ++i) running_sum[i] = madd<Isa>(running_sum[i], alpha[i], tile_sum[i]);
 }
 
 FA4J_INLINE void scale_row(float* row, int n, float factor) {
@@ -77,52 +99,49 @@ struct ForwardKernel {
         const AttentionConfig& config = p.config;
         const AttentionShape& shape = config.shape;
         const int d = static_cast<int>(shape.head_dim);
-        // Tasks run heaviest first: under the causal mask late query tiles see the most keys.
-        const int64_t heads = shape.batch * shape.heads_q;
-        const int64_t q_tile = ceil_div(shape.seqlen_q, kBlockQ) - 1 - task / heads;
-        const int64_t b = task % heads / shape.heads_q;
-        const int64_t h = task % heads % shape.heads_q;
+        const auto [b, h, i0, rows] = query_tile_of_task(shape, task);
         const int64_t h_kv = h / shape.group_size();
-        const int64_t i0 = q_tile * kBlockQ;
-        const int rows = static_cast<int>(std::min<int64_t>(kBlockQ, shape.seqlen_q - i0));
         const int rows_pad = round_up(rows, kRowPad);
         const float scale_log2 = config.softmax_scale * kLog2e;
+        const int64_t offset = shape.causal_offset();
 
-        float* const q = w.q.get();
-        float* const kt = w.kt.get();
+        float* const qt = w.qt.get();
+        float* const k = w.k.get();
         float* const v = w.v.get();
-        float* const scores = w.scores.get();
+        float* const st = w.st.get();
         float* const acc = w.acc.get();
-        float* const row_max = w.row_max.get();
-        float* const row_sum = w.row_sum.get();
+        float* const alpha = w.alpha.get();
+        float* const running_max = w.running_max.get();
+        float* const running_sum = w.running_sum.get();
 
-        load_tile<Elem>(p.q, b, h, i0, rows, rows_pad, d, q);
-        fill_floats(row_max, rows_pad, -kInf);
-        fill_floats(row_sum, rows_pad, 0.0f);
+        load_tile_transposed<Elem>(p.q, b, h, i0, rows, rows_pad, d, qt);
+        fill_floats(running_max, rows_pad, -kInf);
+        fill_floats(running_sum, rows_pad, 0.0f);
         fill_floats(acc, rows_pad * d, 0.0f);
 
         const int64_t key_end = key_end_for_rows(config, i0, rows);
         for (int64_t j0 = 0; j0 < key_end; j0 += kBlockK) {
             const int keys = static_cast<int>(std::min<int64_t>(kBlockK, key_end - j0));
-            const int keys_pad = round_up(keys, kColPad);
-            load_tile_transposed<Elem>(p.k, b, h_kv, j0, keys, keys_pad, d, kt);
+            const int keys_pad = round_up(keys, kRowPad);
+            load_tile<Elem>(p.k, b, h_kv, j0, keys, keys_pad, d, k);
             load_tile<Elem>(p.v, b, h_kv, j0, keys, keys_pad, d, v);
-            matmul<Isa, false>(rows_pad, keys_pad, d, q, d, kt, keys_pad, scores, keys_pad);
-            for (int r = 0; r < rows_pad; ++r) {
-                const int visible = visible_keys(config, i0 + r, j0, keys);
-                const float alpha =
-                    online_softmax_row<Isa>(scores + r * keys_pad, keys_pad, visible, scale_log2, row_max[r], row_sum[r]);
-                if (alpha != 1.0f) scale_row(acc + r * d, d, alpha);
-            }
-            matmul<Isa, true>(rows_pad, d, keys_pad, scores, keys_pad, v, d, acc, d);
+            matmul<Isa, false>(keys_pad, rows_pad, d, k, d, qt, rows_pad, st, rows_pad);  // Sᵀ = K Qᵀ
+            online_softmax_tile<Isa>(w, keys_pad, rows_pad, scale_log2, [&](int j) {
+                if (j >= keys) return rows_pad;  // padding key
+                if (!config.causal) return 0;
+                return static_cast<int>(std::clamp<int64_t>(j0 + j - offset - i0, 0, rows_pad));
+            });
+            for (int r = 0; r < rows_pad; ++r)
+                if (alpha[r] != 1.0f) scale_row(acc + r * d, d, alpha[r]);
+            matmul<Isa, true, true>(rows_pad, d, keys_pad, st, rows_pad, v, d, acc, d);  // O += P V
         }
 
         float* const lse = p.lse.data + b * p.lse.batch_stride + h * p.lse.head_stride;
         for (int r = 0; r < rows; ++r) {
-            const float sum = row_sum[r];
-            // A row that attends nothing keeps sum 0: its output is 0 and its logsumexp -inf.
+            const float sum = running_sum[r];
+            // A query that attends nothing keeps sum 0: its output is 0 and its logsumexp -inf.
             scale_row(acc + r * d, d, sum > 0.0f ? 1.0f / sum : 0.0f);
-            lse[(i0 + r) * p.lse.seq_stride] = sum > 0.0f ? row_max[r] * kLn2 + std::log(sum) : -kInf;
+            lse[(i0 + r) * p.lse.seq_stride] = sum > 0.0f ? running_max[r] * kLn2 + std::log(sum) : -kInf;
         }
         store_tile<Elem>(acc, 1.0f, p.out, b, h, i0, rows, d);
     }

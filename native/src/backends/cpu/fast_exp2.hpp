@@ -4,6 +4,7 @@
 // (log2(e) is folded into the softmax scale once), so exp2 is what they need.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -11,17 +12,31 @@
 
 namespace fa4j::cpu {
 
-// Within 2 ulp of 2^x for x in [-126, 127]; 0 below -127 (and for -inf); +inf and NaN are not
-// produced from finite input above 127 (clamped), NaN input gives NaN.
+// Within 2 ulp of 2^x for |x| < 127; 0 for x <= -127 (including -inf), 2^127 for x >= 127, NaN for NaN.
 template <class Isa>
 FA4J_INLINE float fast_exp2(float x) {
-    // Adding 1.5 * 2^23 leaves round-to-nearest(x) in the low mantissa bits for |x| < 2^22.
+    // Clamp x to [-127, 127] on its integer image: sign-magnitude turned into two's complement orders
+    // like the floats. All of it is branch-free integer arithmetic on purpose: under the default
+    // -ftrapping-math GCC will not turn float comparisons into vector selects, and it splits integer
+    // ternaries into paths that duplicate the float work below, either way leaving the loop scalar.
+    constexpr int32_t k127 = 0x42fe0000;  // 127.0f
+    uint32_t x_bits;
+    std::memcpy(&x_bits, &x, sizeof x_bits);
+    const uint32_t magnitude = x_bits & 0x7fffffffu;
+    const int32_t x_sign = -static_cast<int32_t>(x_bits >> 31);  // 0 or -1
+    int32_t key = (static_cast<int32_t>(magnitude) ^ x_sign) - x_sign;
+    key = std::min(std::max(key, -k127), k127);
+    const int32_t key_sign = -static_cast<int32_t>(static_cast<uint32_t>(key) >> 31);
+    const uint32_t clamped_bits =
+        static_cast<uint32_t>((key ^ key_sign) - key_sign) | (static_cast<uint32_t>(key_sign) & 0x80000000u);
+    float clamped;
+    std::memcpy(&clamped, &clamped_bits, sizeof clamped);
+
+    // Adding 1.5 * 2^23 leaves round-to-nearest(clamped) in the low mantissa bits.
     constexpr float kRound = 12582912.0f;
-    x = x < -127.0f ? -127.0f : x;
-    x = x > 127.0f ? 127.0f : x;
-    const float shifted = x + kRound;
+    const float shifted = clamped + kRound;
     const float n = shifted - kRound;
-    const float f = x - n;  // exact, in [-0.5, 0.5]
+    const float f = clamped - n;  // exact, in [-0.5, 0.5]
     // Taylor series of e^(f ln 2) to degree 7: truncation error below 6e-9 on [-0.5, 0.5].
     float p = 1.5252733804059838e-05f;
     p = madd<Isa>(p, f, 1.5403530393381606e-04f);
@@ -33,12 +48,18 @@ FA4J_INLINE float fast_exp2(float x) {
     p = madd<Isa>(p, f, 1.0f);
     // The low bits of `shifted` are 0x400000 + n; adding the exponent bias and shifting into the exponent
     // field drops everything above them, giving the float 2^n (0.0 for n = -127).
-    uint32_t bits;
-    std::memcpy(&bits, &shifted, sizeof bits);
-    bits = (bits + 127u) << 23;
+    uint32_t scale_bits;
+    std::memcpy(&scale_bits, &shifted, sizeof scale_bits);
+    scale_bits = (scale_bits + 127u) << 23;
     float scale;
-    std::memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
+    std::memcpy(&scale, &scale_bits, sizeof scale);
+
+    // The clamp turned NaN into a number; adding NaN (or +0) brings it back without a float select.
+    const int32_t above_inf = static_cast<int32_t>(0x7f800000u - magnitude);  // negative exactly for NaN
+    const uint32_t nan_bits = (static_cast<uint32_t>(above_inf) >> 31) * 0x7fc00000u;
+    float nan_or_zero;
+    std::memcpy(&nan_or_zero, &nan_bits, sizeof nan_or_zero);
+    return p * scale + nan_or_zero;
 }
 
 }  // namespace fa4j::cpu

@@ -16,7 +16,12 @@
 #if defined(__GNUC__) && defined(__x86_64__)
 #define FA4J_X86_DISPATCH 1
 #define FA4J_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#if defined(__clang__)
+#define FA4J_TARGET_AVX512 __attribute__((target("avx512f,avx2,fma")))
+#else
+// Some GCC tunings would otherwise keep to 256-bit vectors even where AVX-512 is enabled.
 #define FA4J_TARGET_AVX512 __attribute__((target("avx512f,avx2,fma,prefer-vector-width=512")))
+#endif
 #else
 #define FA4J_X86_DISPATCH 0
 #endif

@@ -1,9 +1,10 @@
 // Moving tiles between the caller's tensors (any dtype, any strides) and the float scratch the kernels
-// compute in. Conversions are the exact ones of core/dtype.hpp; rows past the data are zero-filled so
-// that padding contributes nothing to the matrix products.
+// compute in. Conversions give exactly the values of core/dtype.hpp's; rows past the data are
+// zero-filled so that padding contributes nothing to the matrix products.
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "backends/cpu/simd.hpp"
 #include "core/attention_problem.hpp"
@@ -17,9 +18,29 @@ struct F32Elem {
     static FA4J_INLINE float from_float(float x) { return x; }
 };
 
+// The same value as core/dtype.hpp's f16_to_float, bit for bit (checked for all 65536 inputs), but
+// without branches, so that tile loads vectorise; with the branchy version fp16 ran at less than half
+// the speed of bf16. Exponent and mantissa are placed into a float as if its bias were 15 and then
+// scaled by 2^112, which is exact for normal and subnormal halves alike; for infinity and NaN the
+// exponent field is then forced to all ones.
+FA4J_INLINE float f16_to_float_branchless(uint16_t h) {
+    const uint32_t exponent_mantissa = h & 0x7fffu;
+    float magnitude;
+    const uint32_t shifted = exponent_mantissa << 13;
+    std::memcpy(&magnitude, &shifted, sizeof magnitude);
+    magnitude *= 0x1p112f;
+    uint32_t bits;
+    std::memcpy(&bits, &magnitude, sizeof bits);
+    bits |= exponent_mantissa >= 0x7c00u ? 0x7f800000u : 0u;
+    bits |= static_cast<uint32_t>(h & 0x8000u) << 16;
+    float result;
+    std::memcpy(&result, &bits, sizeof result);
+    return result;
+}
+
 struct F16Elem {
     using Storage = uint16_t;
-    static FA4J_INLINE float to_float(uint16_t x) { return f16_to_float(x); }
+    static FA4J_INLINE float to_float(uint16_t x) { return f16_to_float_branchless(x); }
     static FA4J_INLINE uint16_t from_float(float x) { return float_to_f16(x); }
 };
 
@@ -62,12 +83,6 @@ FA4J_INLINE void load_tile_transposed(const SeqTensor& t, int64_t b, int64_t h, 
     }
     for (int c = 0; c < d; ++c)
         for (int r = rows; r < rows_pad; ++r) dst[c * rows_pad + r] = 0.0f;
-}
-
-// dst[c][r] = src[r][c] for a [rows x cols] float tile.
-FA4J_INLINE void transpose_tile(const float* src, int rows, int cols, float* dst) {
-    for (int r = 0; r < rows; ++r)
-        for (int c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
 }
 
 // t[b, s0 + r, h, c] = factor * src[r][c] (row length d) for r < rows, rounded to the tensor's dtype.

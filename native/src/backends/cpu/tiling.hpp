@@ -13,9 +13,9 @@
 
 namespace fa4j::cpu {
 
-// 64 x 64 score tiles: with head_dim up to 128 the working set of a tile pair (a few 64 x head_dim
-// float tiles plus the scores) stays within L2 of any recent core, and 64 keys amortise the per-row
-// softmax bookkeeping.
+// 64 x 64 score tiles: the working set of a task (a few 64 x head_dim float tiles plus the scores, about
+// 80 KB at head_dim 64 and 300 KB at 256) stays within L2 of recent cores, and 64 keys per step
+// amortise the per-query softmax bookkeeping.
 constexpr int kBlockQ = 64;
 constexpr int kBlockK = 64;
 
@@ -56,6 +56,35 @@ inline int64_t first_query_for_key(const AttentionConfig& config, int64_t j) {
     const AttentionShape& s = config.shape;
     if (!config.causal) return 0;
     return std::clamp<int64_t>(j - s.causal_offset(), 0, s.seqlen_q);
+}
+
+// The query tile a task works on. Heads are outermost, so that threads running at the same time
+// share one head's keys and values in cache; within a head tiles run last to first, which under the
+// causal mask is longest first and leaves the short ones to even out the threads at the end.
+struct QueryTile {
+    int64_t b, h, i0;
+    int rows;
+};
+
+inline QueryTile query_tile_of_task(const AttentionShape& s, int64_t task) {
+    const int64_t tiles = ceil_div(s.seqlen_q, kBlockQ);
+    const int64_t bh = task / tiles;
+    const int64_t i0 = (tiles - 1 - task % tiles) * kBlockQ;
+    return {bh / s.heads_q, bh % s.heads_q, i0, static_cast<int>(std::min<int64_t>(kBlockQ, s.seqlen_q - i0))};
+}
+
+// The key tile a task works on: kv heads outermost for the same reason; within a head first to last,
+// since under the causal mask early keys are attended by the most queries.
+struct KeyTile {
+    int64_t b, h_kv, j0;
+    int keys;
+};
+
+inline KeyTile key_tile_of_task(const AttentionShape& s, int64_t task) {
+    const int64_t tiles = ceil_div(s.seqlen_k, kBlockK);
+    const int64_t bh = task / tiles;
+    const int64_t j0 = task % tiles * kBlockK;
+    return {bh / s.heads_kv, bh % s.heads_kv, j0, static_cast<int>(std::min<int64_t>(kBlockK, s.seqlen_k - j0))};
 }
 
 // A float array aligned to a cache line, so tile rows (multiples of 8 floats) start on vector

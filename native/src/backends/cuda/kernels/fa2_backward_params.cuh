@@ -1,0 +1,61 @@
+// What the FlashAttention-2 backward kernels receive: plain pointers and element strides (no CUDA types,
+// so the entry point can fill it in without seeing device code), and the entry points of the kernel
+// instantiations, one translation unit per head-dim group (fa2_backward_hdim*.cu).
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime_api.h>
+
+namespace fa4j::cuda::fa2bwd {
+
+// One [batch, seq, head, head_dim] tensor: data points at element (0,0,0,0); head_dim is contiguous.
+struct SeqPtr {
+    void* data;
+    int64_t batch_stride;
+    int64_t seq_stride;
+    int64_t head_stride;
+};
+
+struct Params {
+    SeqPtr q, k, v, out, dout;  // inputs (16-bit dtype)
+    SeqPtr dq, dk, dv;          // outputs (same dtype), written, never read
+    const float* lse;           // [batch, heads_q, seqlen_q], natural log
+    int64_t lse_batch_stride, lse_head_stride, lse_seq_stride;
+
+    // Workspace (see attention_backward_cuda.cu), all [batch, heads_q, seqlen_q_pad(, head_dim_pad)]:
+    float* dq_accum;  // fp32 dQ / scale, accumulated by atomics, zeroed by the preprocessing kernel
+    float* lse_log2;  // lse·log2(e); +inf for rows that attend nothing and for padding rows (so P = 0)
+    float* delta;     // D = rowsum(dO ∘ O); 0 for padding rows
+
+    int batch, seqlen_q, seqlen_k, heads_q, heads_kv, group, head_dim;
+    int seqlen_q_pad;  // seqlen_q rounded up to the query tile (the workspace's row count)
+    float scale;       // softmax scale
+    float scale_log2;  // softmax scale · log2(e)
+    // Every 16-bit tensor's base address is 16-byte aligned and its strides are multiples of 8 elements,
+    // so tiles move as 16-byte vectors (cp.async); otherwise the kernels fall back to 2-byte accesses.
+    bool vec16;
+};
+
+// The workspace's rows per (batch, head) are seqlen_q rounded up to this, a multiple of every query tile
+// the main kernel uses, so the kernel reads and accumulates whole tiles without bounds checks.
+constexpr int kRowPadding = 128;
+
+// Runs the three kernels (preprocess, main, dQ conversion) on `stream`. kD is the padded head dim of the
+// instantiation; p.head_dim <= kD. Defined in fa2_backward_kernel.cuh, instantiated in
+// fa2_backward_hdim{64,128}.cu (one translation unit per head dim, so they compile in parallel).
+template <typename Element, int kD, bool kCausal>
+void run_backward(const Params& p, cudaStream_t stream);
+
+#define FA4J_FA2BWD_INSTANTIATIONS(PREFIX, kD)                                  \
+    PREFIX template void run_backward<__half, kD, false>(const Params&, cudaStream_t); \
+    PREFIX template void run_backward<__half, kD, true>(const Params&, cudaStream_t);  \
+    PREFIX template void run_backward<__nv_bfloat16, kD, false>(const Params&, cudaStream_t); \
+    PREFIX template void run_backward<__nv_bfloat16, kD, true>(const Params&, cudaStream_t);
+
+FA4J_FA2BWD_INSTANTIATIONS(extern, 64)
+FA4J_FA2BWD_INSTANTIATIONS(extern, 128)
+
+}  // namespace fa4j::cuda::fa2bwd
