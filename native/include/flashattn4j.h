@@ -137,6 +137,9 @@ FA4J_API fa4j_status fa4j_cuda_compiled(int32_t* compiled);
 
 FA4J_API fa4j_status fa4j_cuda_get_device_properties(int32_t device, fa4j_device_properties* properties);
 
+/* Free and total memory of the device, in bytes (cudaMemGetInfo). */
+FA4J_API fa4j_status fa4j_cuda_mem_get_info(int32_t device, size_t* free_bytes, size_t* total_bytes);
+
 /* Device memory. bytes == 0 yields a null pointer; fa4j_cuda_free(device, NULL) does nothing. */
 FA4J_API fa4j_status fa4j_cuda_malloc(int32_t device, size_t bytes, void** pointer);
 FA4J_API fa4j_status fa4j_cuda_free(int32_t device, void* pointer);
@@ -151,6 +154,8 @@ FA4J_API fa4j_status fa4j_cuda_memset(int32_t device, void* pointer, int32_t val
                                       fa4j_stream stream);
 
 FA4J_API fa4j_status fa4j_cuda_stream_create(int32_t device, fa4j_stream* stream);
+/* Also frees, ordered on the stream, the workspace the library cached for backward calls on it. The
+ * default stream's workspace lives until the process exits. */
 FA4J_API fa4j_status fa4j_cuda_stream_destroy(int32_t device, fa4j_stream stream);
 FA4J_API fa4j_status fa4j_cuda_stream_synchronize(int32_t device, fa4j_stream stream);
 FA4J_API fa4j_status fa4j_cuda_device_synchronize(int32_t device);

@@ -42,6 +42,13 @@ extern "C" fa4j_status fa4j_cuda_get_device_properties(int32_t device, fa4j_devi
     });
 }
 
+extern "C" fa4j_status fa4j_cuda_mem_get_info(int32_t device, size_t* free_bytes, size_t* total_bytes) {
+    return guarded(__func__, [&] {
+        require(free_bytes != nullptr && total_bytes != nullptr, "free_bytes and total_bytes must be non-null");
+        fa4j::cuda::mem_get_info(device, free_bytes, total_bytes);
+    });
+}
+
 extern "C" fa4j_status fa4j_cuda_malloc(int32_t device, size_t bytes, void** pointer) {
     return guarded(__func__, [&] {
         require(pointer != nullptr, "pointer is null");

@@ -8,8 +8,8 @@
 // stream, so work already queued on that stream finishes with the old buffer before it is reused and no
 // device-wide synchronisation is needed. Streams are told apart by cudaStreamGetId (unique for the
 // process's lifetime), so a new stream that reuses a destroyed one's handle never inherits its buffer.
-// Lifetime: a buffer lives until it grows or the process exits; a stream the caller destroys leaves its
-// buffer (as large as the largest backward it ran) allocated until then. A per-entry mutex is held while
+// Lifetime: a buffer lives until it grows, its stream is destroyed through fa4j_cuda_stream_destroy
+// (release_workspace, below), or the process exits (the default stream's). A per-entry mutex is held while
 // the call queues its kernels, so threads sharing a stream never see a buffer freed under them.
 #include <cuda_runtime.h>
 
@@ -35,14 +35,22 @@ struct Workspace {
     size_t bytes = 0;
 };
 
-Workspace& workspace_for(int device, cudaStream_t stream) {
+using WorkspaceKey = std::pair<int, unsigned long long>;  // (device, cudaStreamGetId)
+
+std::mutex cache_mutex;
+// Never destroyed: freeing device memory from a static destructor could run after the driver is gone.
+auto* const cache = new std::map<WorkspaceKey, std::unique_ptr<Workspace>>();
+
+WorkspaceKey key_of(int device, cudaStream_t stream) {
     unsigned long long stream_id = 0;
     FA4J_CUDA_CHECK(cudaStreamGetId(stream, &stream_id));
-    static std::mutex cache_mutex;
-    // Never destroyed: freeing device memory from a static destructor could run after the driver is gone.
-    static auto* cache = new std::map<std::pair<int, unsigned long long>, std::unique_ptr<Workspace>>();
+    return {device, stream_id};
+}
+
+Workspace& workspace_for(int device, cudaStream_t stream) {
+    const WorkspaceKey key = key_of(device, stream);
     std::lock_guard<std::mutex> lock(cache_mutex);
-    std::unique_ptr<Workspace>& entry = (*cache)[{device, stream_id}];
+    std::unique_ptr<Workspace>& entry = (*cache)[key];
     if (!entry) entry = std::make_unique<Workspace>();
     return *entry;
 }
@@ -84,6 +92,22 @@ void run(int head_dim_pad, bool causal, const fa2bwd::Params& p, cudaStream_t st
 size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
 }  // namespace
+
+void release_workspace(int device, fa4j_stream stream) {
+    const auto native_stream = reinterpret_cast<cudaStream_t>(stream);
+    const WorkspaceKey key = key_of(device, native_stream);
+    std::unique_ptr<Workspace> released;
+    {
+        std::lock_guard<std::mutex> lock(cache_mutex);
+        auto it = cache->find(key);
+        if (it == cache->end()) return;
+        released = std::move(it->second);
+        cache->erase(it);
+    }
+    // Waits for a call on another thread that is still queueing work with this buffer.
+    std::lock_guard<std::mutex> lock(released->mutex);
+    if (released->data != nullptr) FA4J_CUDA_CHECK(cudaFreeAsync(released->data, native_stream));
+}
 
 void attention_backward(int device, const BackwardProblem& problem, fa4j_stream stream) {
     const AttentionConfig& config = problem.config;

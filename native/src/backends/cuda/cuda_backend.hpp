@@ -26,5 +26,8 @@ void device_synchronize(int device);
 
 void attention_forward(int device, const ForwardProblem& problem, fa4j_stream stream);
 void attention_backward(int device, const BackwardProblem& problem, fa4j_stream stream);
+// Frees the backward workspace cached for `stream` (ordered on it); called before the stream is destroyed.
+void release_workspace(int device, fa4j_stream stream);
+void mem_get_info(int device, size_t* free_bytes, size_t* total_bytes);
 
 }  // namespace fa4j::cuda

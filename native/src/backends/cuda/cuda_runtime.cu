@@ -94,7 +94,13 @@ fa4j_stream stream_create(int device) {
 void stream_destroy(int device, fa4j_stream stream) {
     require(stream != nullptr, "the default stream cannot be destroyed");
     use_device(device);
+    release_workspace(device, stream);
     FA4J_CUDA_CHECK(cudaStreamDestroy(native(stream)));
+}
+
+void mem_get_info(int device, size_t* free_bytes, size_t* total_bytes) {
+    use_device(device);
+    FA4J_CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
 }
 
 void stream_synchronize(int device, fa4j_stream stream) {

@@ -20,5 +20,7 @@ void stream_synchronize(int, fa4j_stream) { unavailable(); }
 void device_synchronize(int) { unavailable(); }
 void attention_forward(int, const ForwardProblem&, fa4j_stream) { unavailable(); }
 void attention_backward(int, const BackwardProblem&, fa4j_stream) { unavailable(); }
+void release_workspace(int, fa4j_stream) {}
+void mem_get_info(int, size_t*, size_t*) { unavailable(); }
 
 }  // namespace fa4j::cuda

@@ -487,6 +487,68 @@ public class flashattn4j_h extends flashattn4j_h$shared {
         }
     }
 
+    private static class fa4j_cuda_mem_get_info {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            flashattn4j_h.C_INT,
+            flashattn4j_h.C_INT,
+            flashattn4j_h.C_POINTER,
+            flashattn4j_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("fa4j_cuda_mem_get_info");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_cuda_mem_get_info(int32_t device, size_t *free_bytes, size_t *total_bytes)
+     * }
+     */
+    public static FunctionDescriptor fa4j_cuda_mem_get_info$descriptor() {
+        return fa4j_cuda_mem_get_info.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_cuda_mem_get_info(int32_t device, size_t *free_bytes, size_t *total_bytes)
+     * }
+     */
+    public static MethodHandle fa4j_cuda_mem_get_info$handle() {
+        return fa4j_cuda_mem_get_info.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_cuda_mem_get_info(int32_t device, size_t *free_bytes, size_t *total_bytes)
+     * }
+     */
+    public static MemorySegment fa4j_cuda_mem_get_info$address() {
+        return fa4j_cuda_mem_get_info.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * fa4j_status fa4j_cuda_mem_get_info(int32_t device, size_t *free_bytes, size_t *total_bytes)
+     * }
+     */
+    public static int fa4j_cuda_mem_get_info(int device, MemorySegment free_bytes, MemorySegment total_bytes) {
+        var mh$ = fa4j_cuda_mem_get_info.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("fa4j_cuda_mem_get_info", device, free_bytes, total_bytes);
+            }
+            return (int)mh$.invokeExact(device, free_bytes, total_bytes);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
     private static class fa4j_cuda_malloc {
         public static final FunctionDescriptor DESC = FunctionDescriptor.of(
             flashattn4j_h.C_INT,
