@@ -20,6 +20,18 @@ import java.util.Objects;
  * that head_dim must be contiguous. Supported dtypes: float32, float16, bfloat16 (all tensors alike except
  * lse); head dims: multiples of 8 up to 256. Causal masking is bottom-right aligned. A call the library
  * cannot run throws a {@link FlashAttnException} naming the argument at fault; the JVM is never at risk.
+ *
+ * <h2>Where and when the work runs</h2>
+ * All tensors of a call must be on one device (checked: {@link FlashAttnException.InvalidArgument}), which
+ * picks the backend. On the CPU a call finishes before it returns. On CUDA it queues kernels and returns:
+ * the methods without a stream parameter queue them on the device's legacy default stream, where every
+ * other call without a stream (copies included) runs in order after them; the overloads taking a
+ * {@link CudaStream} queue them on that stream, which must belong to the tensors' device (checked:
+ * {@link FlashAttnException.InvalidArgument}) and be open ({@link IllegalStateException} otherwise).
+ * Read a result on the stream that computed it (for example {@link Tensor#toFloatArray(CudaStream)}) or
+ * after {@link CudaStream#synchronize()}. The stream is a parameter of the call, not an
+ * {@link AttentionOptions} field: options are immutable values that may be shared freely, while a stream
+ * is a closeable resource of one device and one stretch of a program.
  */
 public final class Attention {
 
@@ -27,60 +39,129 @@ public final class Attention {
 
     private Attention() {}
 
-    /** Attention forward into new tensors owned by the caller. */
+    /** Attention forward into new tensors owned by the caller, on the default stream. */
     public static AttentionOutput forward(Tensor q, Tensor k, Tensor v, AttentionOptions options) {
+        return allocateForward(q, k, v, options, null);
+    }
+
+    /**
+     * Attention forward into new tensors owned by the caller, queued on {@code stream} (the tensors must be
+     * on its device).
+     */
+    public static AttentionOutput forward(Tensor q, Tensor k, Tensor v, AttentionOptions options, CudaStream stream) {
+        Objects.requireNonNull(stream, "stream");
+        return allocateForward(q, k, v, options, stream);
+    }
+
+    /** Attention forward into caller-provided {@code out} and {@code lse} (no allocation), on the default stream. */
+    public static void forwardInto(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, AttentionOptions options) {
+        runForward(q, k, v, out, lse, options, null);
+    }
+
+    /**
+     * Attention forward into caller-provided {@code out} and {@code lse} (no allocation), queued on
+     * {@code stream} (the tensors must be on its device).
+     */
+    public static void forwardInto(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, AttentionOptions options,
+                                   CudaStream stream) {
+        Objects.requireNonNull(stream, "stream");
+        runForward(q, k, v, out, lse, options, stream);
+    }
+
+    /** Gradients of {@link #forward} with respect to q, k and v, in new tensors owned by the caller, on the default stream. */
+    public static AttentionGradients backward(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse,
+                                              AttentionOptions options) {
+        return allocateBackward(dout, q, k, v, out, lse, options, null);
+    }
+
+    /**
+     * Gradients of {@link #forward} with respect to q, k and v, in new tensors owned by the caller, queued on
+     * {@code stream} (the tensors must be on its device).
+     */
+    public static AttentionGradients backward(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse,
+                                              AttentionOptions options, CudaStream stream) {
+        Objects.requireNonNull(stream, "stream");
+        return allocateBackward(dout, q, k, v, out, lse, options, stream);
+    }
+
+    /** Gradients of {@link #forward} into caller-provided dq, dk, dv (overwritten; no allocation), on the default stream. */
+    public static void backwardInto(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor dq,
+                                    Tensor dk, Tensor dv, AttentionOptions options) {
+        runBackward(dout, q, k, v, out, lse, dq, dk, dv, options, null);
+    }
+
+    /**
+     * Gradients of {@link #forward} into caller-provided dq, dk, dv (overwritten; no allocation), queued on
+     * {@code stream} (the tensors must be on its device).
+     */
+    public static void backwardInto(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor dq,
+                                    Tensor dk, Tensor dv, AttentionOptions options, CudaStream stream) {
+        Objects.requireNonNull(stream, "stream");
+        runBackward(dout, q, k, v, out, lse, dq, dk, dv, options, stream);
+    }
+
+    // stream == null below means "the default stream" (and is how calls on CPU tensors run).
+
+    private static AttentionOutput allocateForward(Tensor q, Tensor k, Tensor v, AttentionOptions options,
+                                                   CudaStream stream) {
+        Objects.requireNonNull(options, "options");
         requireRank(q, "q");
+        if (stream != null) stream.requireUsableOn(q.device(), "q");  // before allocating anything
         long[] s = q.shape();
         // The scope frees the new tensors only if something fails before they are handed over.
         try (TensorScope onFailure = TensorScope.open()) {
             Tensor out = onFailure.empty(q.dtype(), q.device(), s);
             Tensor lse = onFailure.empty(DType.FLOAT32, q.device(), s[0], s[2], s[1]);
-            forwardInto(q, k, v, out, lse, options);
+            runForward(q, k, v, out, lse, options, stream);
             onFailure.releaseAll();
             return new AttentionOutput(out, lse);
         }
     }
 
-    /** Attention forward into caller-provided {@code out} and {@code lse} (no allocation). */
-    public static void forwardInto(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, AttentionOptions options) {
+    private static void runForward(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, AttentionOptions options,
+                                   CudaStream stream) {
         Objects.requireNonNull(options, "options");
         Tensor[] all = {q, k, v, out, lse};
-        requireNonNull(all, "q", "k", "v", "out", "lse");
+        String[] names = {"q", "k", "v", "out", "lse"};
+        requireNonNull(all, names);
         requireRank(q, "q");
-        try (Arena arena = Arena.ofConfined(); Leases leases = Leases.of(all)) {
+        requireOneDevice(all, names, stream);
+        try (Arena arena = Arena.ofConfined(); Leases leases = Leases.of(stream, all)) {
             MemorySegment params = params(arena, options, q.size(3));
             NativeCalls.check(flashattn4j_h.fa4j_attention_forward(params, describe(q, arena), describe(k, arena),
-                    describe(v, arena), describe(out, arena), describe(lse, arena), MemorySegment.NULL));
+                    describe(v, arena), describe(out, arena), describe(lse, arena), leases.stream()));
         }
     }
 
-    /** Gradients of {@link #forward} with respect to q, k and v, in new tensors owned by the caller. */
-    public static AttentionGradients backward(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse,
-                                              AttentionOptions options) {
+    private static AttentionGradients allocateBackward(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse,
+                                                       AttentionOptions options, CudaStream stream) {
+        Objects.requireNonNull(options, "options");
         requireRank(q, "q");
         requireRank(k, "k");
+        if (stream != null) stream.requireUsableOn(q.device(), "q");  // before allocating anything
         try (TensorScope onFailure = TensorScope.open()) {
             Tensor dq = onFailure.empty(q.dtype(), q.device(), q.shape());
             Tensor dk = onFailure.empty(k.dtype(), k.device(), k.shape());
             Tensor dv = onFailure.empty(k.dtype(), k.device(), k.shape());
-            backwardInto(dout, q, k, v, out, lse, dq, dk, dv, options);
+            runBackward(dout, q, k, v, out, lse, dq, dk, dv, options, stream);
             onFailure.releaseAll();
             return new AttentionGradients(dq, dk, dv);
         }
     }
 
-    /** Gradients of {@link #forward} into caller-provided dq, dk, dv (overwritten; no allocation). */
-    public static void backwardInto(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor dq,
-                                    Tensor dk, Tensor dv, AttentionOptions options) {
+    private static void runBackward(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor dq,
+                                    Tensor dk, Tensor dv, AttentionOptions options, CudaStream stream) {
         Objects.requireNonNull(options, "options");
         Tensor[] all = {dout, q, k, v, out, lse, dq, dk, dv};
-        requireNonNull(all, "dout", "q", "k", "v", "out", "lse", "dq", "dk", "dv");
+        String[] names = {"dout", "q", "k", "v", "out", "lse", "dq", "dk", "dv"};
+        requireNonNull(all, names);
         requireRank(q, "q");
-        try (Arena arena = Arena.ofConfined(); Leases leases = Leases.of(all)) {
+        requireOneDevice(all, names, stream);
+        try (Arena arena = Arena.ofConfined(); Leases leases = Leases.of(stream, all)) {
             MemorySegment params = params(arena, options, q.size(3));
             NativeCalls.check(flashattn4j_h.fa4j_attention_backward(params, describe(dout, arena), describe(q, arena),
                     describe(k, arena), describe(v, arena), describe(out, arena), describe(lse, arena),
-                    describe(dq, arena), describe(dk, arena), describe(dv, arena), MemorySegment.NULL));
+                    describe(dq, arena), describe(dk, arena), describe(dv, arena), leases.stream()));
         }
     }
 
@@ -113,6 +194,23 @@ public final class Attention {
         for (int i = 0; i < tensors.length; i++) Objects.requireNonNull(tensors[i], names[i]);
     }
 
+    /**
+     * All tensors on one device (the first one's), and the stream, if given, on that device too. Checked here
+     * so that a mix never reaches the native library, which would otherwise be handed a stream of another
+     * device.
+     */
+    private static void requireOneDevice(Tensor[] tensors, String[] names, CudaStream stream) {
+        Device device = tensors[0].device();
+        for (int i = 1; i < tensors.length; i++) {
+            Device other = tensors[i].device();
+            if (!other.equals(device)) {
+                throw new FlashAttnException.InvalidArgument(names[i] + " is on " + other + " but " + names[0] + " is on "
+                        + device + " (all tensors of one call must share a device)");
+            }
+        }
+        if (stream != null) stream.requireOn(device, "the tensors");
+    }
+
     private static void requireRank(Tensor t, String name) {
         Objects.requireNonNull(t, name);
         if (t.dim() != RANK) {
@@ -121,13 +219,15 @@ public final class Attention {
         }
     }
 
-    /** Leases on every tensor of a call; releases them all even if taking one fails. */
+    /** Leases on the stream and every tensor of a call; releases them all even if taking one fails. */
     private static final class Leases implements AutoCloseable {
         private final List<Storage.Lease> held = new ArrayList<>();
+        private CudaStream.Lease stream = CudaStream.Lease.NONE;
 
-        static Leases of(Tensor... tensors) {
+        static Leases of(CudaStream stream, Tensor... tensors) {
             Leases leases = new Leases();
             try {
+                if (stream != null) leases.stream = stream.lease();
                 for (Tensor t : tensors) leases.held.add(t.lease());
                 return leases;
             } catch (RuntimeException e) {
@@ -136,9 +236,15 @@ public final class Attention {
             }
         }
 
+        /** The {@code fa4j_stream} to pass: NULL for the default stream. */
+        MemorySegment stream() {
+            return stream.handle();
+        }
+
         @Override
         public void close() {
             for (Storage.Lease lease : held) lease.close();
+            stream.close();
         }
     }
 }

@@ -7,6 +7,10 @@ import java.util.OptionalDouble;
  * the CPU backend's default thread count.
  *
  * <pre>{@code AttentionOptions.builder().causal(true).build()}</pre>
+ *
+ * The CUDA stream a call runs on is not an option: it is a resource with a lifetime, passed to the
+ * {@link Attention} overloads that take a {@link CudaStream}, so that options stay plain values that can be
+ * shared and kept in constants.
  */
 public final class AttentionOptions {
 

@@ -64,7 +64,35 @@ public final class Cuda {
         }
     }
 
-    /** Waits until all work queued on CUDA device {@code index} has finished. */
+    /**
+     * Free and total memory of a CUDA device, as the driver reports it ({@code cudaMemGetInfo}).
+     *
+     * @param freeBytes  memory not allocated by any process or context
+     * @param totalBytes the device's memory
+     */
+    public record MemoryInfo(long freeBytes, long totalBytes) {
+        /** {@code totalBytes - freeBytes}: memory in use on the device, by any process. */
+        public long usedBytes() {
+            return totalBytes - freeBytes;
+        }
+    }
+
+    /**
+     * Free and total memory of CUDA device {@code index}. Free memory counts every process on the device
+     * and the caching of CUDA's stream-ordered allocator, so compare readings taken under the same
+     * conditions (for example after {@link #synchronize}).
+     */
+    public static MemoryInfo memoryInfo(int index) {
+        NativeCalls.ensureLoaded();
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment free = arena.allocate(ValueLayout.JAVA_LONG);
+            MemorySegment total = arena.allocate(ValueLayout.JAVA_LONG);
+            NativeCalls.check(flashattn4j_h.fa4j_cuda_mem_get_info(index, free, total));
+            return new MemoryInfo(free.get(ValueLayout.JAVA_LONG, 0), total.get(ValueLayout.JAVA_LONG, 0));
+        }
+    }
+
+    /** Waits until all work queued on CUDA device {@code index} has finished, on every stream. */
     public static void synchronize(int index) {
         NativeCalls.ensureLoaded();
         NativeCalls.check(flashattn4j_h.fa4j_cuda_device_synchronize(index));

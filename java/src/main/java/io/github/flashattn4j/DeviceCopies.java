@@ -4,13 +4,17 @@ import io.github.flashattn4j.internal.bindings.flashattn4j_h;
 
 import java.lang.foreign.MemorySegment;
 
-/** Byte copies and fills that involve CUDA memory; callers hold leases on the tensors. */
+/** Byte copies and fills that involve CUDA memory; callers hold leases on the tensors and the stream. */
 final class DeviceCopies {
 
     private DeviceCopies() {}
 
-    /** Copies {@code bytes} from {@code source}'s first element to {@code destination}'s, synchronously. */
-    static void copyBytes(Tensor source, Tensor destination, long bytes) {
+    /**
+     * Copies {@code bytes} from {@code source}'s first element to {@code destination}'s, queued on
+     * {@code stream} ({@code NULL}: the default stream) after the work already there; returns when the copy
+     * has finished.
+     */
+    static void copyBytes(Tensor source, Tensor destination, long bytes, MemorySegment stream) {
         NativeCalls.ensureLoaded();
         boolean fromDevice = source.device().isCuda(), toDevice = destination.device().isCuda();
         if (!fromDevice && !toDevice) throw new IllegalArgumentException("host-to-host copies do not go through CUDA");
@@ -18,7 +22,7 @@ final class DeviceCopies {
                 : toDevice ? flashattn4j_h.FA4J_MEMCPY_HOST_TO_DEVICE() : flashattn4j_h.FA4J_MEMCPY_DEVICE_TO_HOST();
         int device = (toDevice ? destination : source).device().index();
         NativeCalls.check(flashattn4j_h.fa4j_cuda_memcpy(device, firstElement(destination), firstElement(source), bytes,
-                kind, MemorySegment.NULL));
+                kind, stream));
     }
 
     /** Sets {@code bytes} bytes from the first element of a device tensor to {@code value}, synchronously. */

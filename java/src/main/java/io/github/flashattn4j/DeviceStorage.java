@@ -7,8 +7,13 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 
 /**
- * CUDA device memory from {@code fa4j_cuda_malloc}. Freeing uses {@code cudaFree}, which waits for work
- * queued on the device, so memory is never freed under a running kernel.
+ * CUDA device memory from {@code fa4j_cuda_malloc}.
+ *
+ * <p>Freeing first waits for all work queued on the device, on every stream ({@code cudaDeviceSynchronize}),
+ * then calls {@code cudaFree}: memory is never released, and so never reused by a later allocation, while
+ * a queued kernel or copy may still touch it. ({@code cudaFree} synchronizes with the device by itself in
+ * practice; the explicit wait makes the guarantee independent of that.) A tensor's storage knows nothing of
+ * the streams that used it, so the wait is for the whole device.
  */
 final class DeviceStorage extends Storage {
 
@@ -40,11 +45,13 @@ final class DeviceStorage extends Storage {
         return address;
     }
 
-    /** Frees the memory; holds no reference to the storage so the Cleaner can run it. */
+    /** Waits for the device, then frees the memory; holds no reference to the storage so the Cleaner can run it. */
     private record Release(int device, long address) implements Runnable {
         @Override
         public void run() {
-            // A failure here (e.g. the context is already torn down at exit) has nowhere useful to go.
+            // Failures here (an error of earlier queued work, a context torn down at exit) have nowhere useful
+            // to go: the memory is freed regardless, and a stream's synchronize() or close() reports them.
+            flashattn4j_h.fa4j_cuda_device_synchronize(device);
             flashattn4j_h.fa4j_cuda_free(device, MemorySegment.ofAddress(address));
         }
     }

@@ -26,9 +26,17 @@ final class NativeCalls {
 
     /** Throws the exception matching {@code status} with the native message, unless it is {@code FA4J_OK}. */
     static void check(int status) {
-        if (status != flashattn4j_h.FA4J_OK()) {
-            throw FlashAttnException.of(FlashAttnException.Status.ofCode(status), lastErrorMessage());
-        }
+        FlashAttnException failure = failure(status);
+        if (failure != null) throw failure;
+    }
+
+    /**
+     * The exception matching {@code status} with the native message, or null for {@code FA4J_OK}; for
+     * paths (such as releasing resources) that must go on after a failure and report it later.
+     */
+    static FlashAttnException failure(int status) {
+        if (status == flashattn4j_h.FA4J_OK()) return null;
+        return FlashAttnException.of(FlashAttnException.Status.ofCode(status), lastErrorMessage());
     }
 
     private static String lastErrorMessage() {

@@ -12,7 +12,8 @@ import java.util.concurrent.atomic.AtomicLong;
  */
 abstract sealed class Storage permits HostStorage, DeviceStorage {
 
-    private static final Cleaner CLEANER = Cleaner.create();
+    // One cleaner thread for every native resource of this module (storages and streams).
+    static final Cleaner CLEANER = Cleaner.create();
     private static final long CLOSED = 1L << 62;
 
     private final Device device;

@@ -18,9 +18,24 @@ import java.util.SplittableRandom;
  * (shape, dtype, ...) stays readable. Memory nobody closed is freed when the tensor becomes unreachable,
  * but that is a backstop: close tensors, or make them in a {@link TensorScope}.
  *
+ * <h2>CUDA tensors: streams and closing</h2>
+ * Calls that take no {@link CudaStream} use the device's legacy default stream. Copies between host and
+ * device ({@link #toFloatArray}, {@link #copyFromArray}, {@link #copyFrom}, {@link #to}, and the factories)
+ * are synchronous: they are queued after the work already on their stream and return once they have
+ * finished. Attention calls on CUDA are asynchronous: they queue kernels and return. The overloads taking a
+ * {@code CudaStream} order a copy after the attention work queued on that stream, so reading a result on
+ * the stream it was computed on needs no explicit synchronization. Streams made by {@link CudaStream#create}
+ * do not synchronize with the default stream: while work queued on such a stream may still use a tensor,
+ * read or write that tensor only on the same stream, or call {@link CudaStream#synchronize()} first.
+ *
+ * <p>Closing a CUDA tensor waits for all work queued on its device, on every stream, before the memory is
+ * released: closing (or leaving to a {@link TensorScope}) a tensor that queued kernels still read or write
+ * is safe, at the cost of a device synchronization.
+ *
  * <h2>Threads</h2>
  * Tensors may be shared between threads. Closing a tensor while a native call on another thread is using
- * its memory fails with {@link IllegalStateException} and leaves it open.
+ * its memory fails with {@link IllegalStateException} and leaves it open. (Work that a call queued on a
+ * CUDA stream and that is still running does not count: see above.)
  */
 public final class Tensor implements AutoCloseable {
 
@@ -248,19 +263,22 @@ public final class Tensor implements AutoCloseable {
 
     /** The elements in row-major order, converted to float. Works on any device and any strides. */
     public float[] toFloatArray() {
-        long count = numel();
-        if (count > Integer.MAX_VALUE - 8) throw new IllegalStateException("tensor too large for a Java array: " + count);
-        float[] result = new float[(int) count];
-        try (Storage.Lease lease = lease()) {
-            if (device().isCuda()) {
-                try (Tensor staged = stageOnHost()) {
-                    staged.readHost(result);
-                }
-            } else {
-                readHost(result);
-            }
+        return readAll(CudaStream.Lease.NONE);
+    }
+
+    /**
+     * {@link #toFloatArray()} of a CUDA tensor, copied on {@code stream}: after the work already queued
+     * there (such as the attention call that wrote this tensor) has finished. Returns once the copy is done.
+     *
+     * @throws FlashAttnException.InvalidArgument if this tensor is not on the stream's device
+     * @throws IllegalStateException              if this tensor or the stream is closed
+     */
+    public float[] toFloatArray(CudaStream stream) {
+        Objects.requireNonNull(stream, "stream");
+        stream.requireOn(device(), "the tensor");
+        try (CudaStream.Lease s = stream.lease()) {
+            return readAll(s);
         }
-        return result;
     }
 
     /** Sets every element to {@code value}, rounded to the dtype. Device views must be contiguous. */
@@ -275,20 +293,21 @@ public final class Tensor implements AutoCloseable {
      * must be contiguous.
      */
     public void copyFromArray(float[] values) {
-        Objects.requireNonNull(values, "values");
-        if (values.length != numel()) {
-            throw new IllegalArgumentException(values.length + " values for a tensor of shape " + Arrays.toString(shape()));
-        }
-        try (Storage.Lease lease = lease()) {
-            if (device().isCuda()) {
-                requireContiguousDeviceWrite();
-                try (Tensor staged = empty(dtype, Device.CPU, shape())) {
-                    staged.writeHost(values);
-                    DeviceCopies.copyBytes(staged, this, numel() * dtype.byteSize());
-                }
-            } else {
-                writeHost(values);
-            }
+        writeAll(values, CudaStream.Lease.NONE);
+    }
+
+    /**
+     * {@link #copyFromArray(float[])} into a CUDA tensor, copied on {@code stream}: after the work already
+     * queued there. Returns once the copy is done, so {@code values} may be reused at once.
+     *
+     * @throws FlashAttnException.InvalidArgument if this tensor is not on the stream's device
+     * @throws IllegalStateException              if this tensor or the stream is closed
+     */
+    public void copyFromArray(float[] values, CudaStream stream) {
+        Objects.requireNonNull(stream, "stream");
+        stream.requireOn(device(), "the tensor");
+        try (CudaStream.Lease s = stream.lease()) {
+            writeAll(values, s);
         }
     }
 
@@ -297,35 +316,46 @@ public final class Tensor implements AutoCloseable {
      * and devices may differ. Device destinations must be contiguous.
      */
     public void copyFrom(Tensor source) {
+        copyFrom(source, CudaStream.Lease.NONE);
+    }
+
+    /**
+     * {@link #copyFrom(Tensor)} on {@code stream}: the copy is queued after the work already there (such as
+     * the attention call that wrote {@code source}) and has finished when this returns. Every CUDA tensor of
+     * the copy must be on the stream's device, and at least one must be a CUDA tensor.
+     *
+     * @throws FlashAttnException.InvalidArgument if a tensor is not on the stream's device
+     * @throws IllegalStateException              if a tensor or the stream is closed
+     */
+    public void copyFrom(Tensor source, CudaStream stream) {
         Objects.requireNonNull(source, "source");
-        if (!Arrays.equals(shape(), source.shape())) {
-            throw new IllegalArgumentException("shape " + Arrays.toString(source.shape()) + " cannot be copied into " + Arrays.toString(shape()));
+        Objects.requireNonNull(stream, "stream");
+        requireCopyOn(stream, device(), source.device());
+        try (CudaStream.Lease s = stream.lease()) {
+            copyFrom(source, s);
         }
-        if (source.dtype == dtype && source.isContiguous() && isContiguous() && (source.device().isCuda() || device().isCuda())) {
-            try (Storage.Lease a = lease(); Storage.Lease b = source.lease()) {
-                DeviceCopies.copyBytes(source, this, numel() * dtype.byteSize());
-            }
-            return;
-        }
-        if (source.dtype == dtype && source.isContiguous() && isContiguous()) {
-            try (Storage.Lease a = lease(); Storage.Lease b = source.lease()) {
-                MemorySegment.copy(source.hostSegment(), source.byteOffset(), hostSegment(), byteOffset(), numel() * dtype.byteSize());
-            }
-            return;
-        }
-        copyFromArray(source.toFloatArray());
     }
 
     /** A new contiguous tensor with the same dtype and elements on {@code device}. */
     public Tensor to(Device device) {
         Objects.requireNonNull(device, "device");
-        Tensor copy = empty(dtype, device, shape());
-        try {
-            copy.copyFrom(this);
-            return copy;
-        } catch (RuntimeException e) {
-            copy.close();
-            throw e;
+        return copyTo(device, CudaStream.Lease.NONE);
+    }
+
+    /**
+     * {@link #to(Device)} with the copy on {@code stream}, after the work already queued there; the copy
+     * has finished when this returns. Every CUDA device involved must be the stream's.
+     *
+     * @throws FlashAttnException.InvalidArgument if this tensor or {@code device} is a CUDA device other than
+     *                                            the stream's, or neither is a CUDA device
+     * @throws IllegalStateException              if this tensor or the stream is closed
+     */
+    public Tensor to(Device device, CudaStream stream) {
+        Objects.requireNonNull(device, "device");
+        Objects.requireNonNull(stream, "stream");
+        requireCopyOn(stream, device, device());
+        try (CudaStream.Lease s = stream.lease()) {
+            return copyTo(device, s);
         }
     }
 
@@ -348,7 +378,9 @@ public final class Tensor implements AutoCloseable {
     }
 
     /**
-     * Frees the memory if this tensor owns it, and retires this tensor. Idempotent.
+     * Frees the memory if this tensor owns it, and retires this tensor. Idempotent. For a CUDA tensor that
+     * owns its memory, first waits until all work queued on its device (on any stream) has finished, so
+     * queued kernels and copies never touch released memory.
      *
      * @throws IllegalStateException if a native call on another thread is using the memory right now
      */
@@ -424,12 +456,83 @@ public final class Tensor implements AutoCloseable {
         }
     }
 
+    private float[] readAll(CudaStream.Lease stream) {
+        long count = numel();
+        if (count > Integer.MAX_VALUE - 8) throw new IllegalStateException("tensor too large for a Java array: " + count);
+        float[] result = new float[(int) count];
+        try (Storage.Lease lease = lease()) {
+            if (device().isCuda()) {
+                try (Tensor staged = stageOnHost(stream)) {
+                    staged.readHost(result);
+                }
+            } else {
+                readHost(result);
+            }
+        }
+        return result;
+    }
+
+    private void writeAll(float[] values, CudaStream.Lease stream) {
+        Objects.requireNonNull(values, "values");
+        if (values.length != numel()) {
+            throw new IllegalArgumentException(values.length + " values for a tensor of shape " + Arrays.toString(shape()));
+        }
+        try (Storage.Lease lease = lease()) {
+            if (device().isCuda()) {
+                requireContiguousDeviceWrite();
+                try (Tensor staged = empty(dtype, Device.CPU, shape())) {
+                    staged.writeHost(values);
+                    DeviceCopies.copyBytes(staged, this, numel() * dtype.byteSize(), stream.handle());
+                }
+            } else {
+                writeHost(values);
+            }
+        }
+    }
+
+    private void copyFrom(Tensor source, CudaStream.Lease stream) {
+        Objects.requireNonNull(source, "source");
+        if (!Arrays.equals(shape(), source.shape())) {
+            throw new IllegalArgumentException("shape " + Arrays.toString(source.shape()) + " cannot be copied into " + Arrays.toString(shape()));
+        }
+        if (source.dtype == dtype && source.isContiguous() && isContiguous() && (source.device().isCuda() || device().isCuda())) {
+            try (Storage.Lease a = lease(); Storage.Lease b = source.lease()) {
+                DeviceCopies.copyBytes(source, this, numel() * dtype.byteSize(), stream.handle());
+            }
+            return;
+        }
+        if (source.dtype == dtype && source.isContiguous() && isContiguous()) {
+            try (Storage.Lease a = lease(); Storage.Lease b = source.lease()) {
+                MemorySegment.copy(source.hostSegment(), source.byteOffset(), hostSegment(), byteOffset(), numel() * dtype.byteSize());
+            }
+            return;
+        }
+        writeAll(source.readAll(stream), stream);
+    }
+
+    private Tensor copyTo(Device device, CudaStream.Lease stream) {
+        Tensor copy = empty(dtype, device, shape());
+        try {
+            copy.copyFrom(this, stream);
+            return copy;
+        } catch (RuntimeException e) {
+            copy.close();
+            throw e;
+        }
+    }
+
+    /** Checks that a copy between these devices may run on {@code stream}: every CUDA one is the stream's. */
+    private static void requireCopyOn(CudaStream stream, Device destination, Device source) {
+        if (source.isCuda()) stream.requireOn(source, "the source tensor");
+        if (destination.isCuda() || !source.isCuda()) stream.requireOn(destination, "the destination tensor");
+    }
+
     /** This device view's addressed bytes copied to a host tensor with the same strides. */
-    private Tensor stageOnHost() {
+    private Tensor stageOnHost(CudaStream.Lease stream) {
         long span = layout.span();
         Tensor host = empty(dtype, Device.CPU, span);
         try {
-            DeviceCopies.copyBytes(this, host, span * dtype.byteSize());
+            DeviceCopies.copyBytes(this, host, span * dtype.byteSize(), stream.handle());
             return new Tensor(host.storage, dtype, new Layout(layout.shapeCopy(), layout.stridesCopy(), 0), true);
         } catch (RuntimeException e) {
             host.close();

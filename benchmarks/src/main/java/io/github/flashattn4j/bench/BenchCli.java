@@ -22,6 +22,8 @@ import java.util.Locale;
  * --shapes 1x1024x8x64,1x1024x8x128   (BxNxHxD)
  * --causal both|true|false   (default both)
  * --warmup N --iters N       (default 2 and 5)
+ * --batch N                  calls queued per timed sample before waiting for the device (default 1); the
+ *                            sample's time is divided by N, as the native driver fa4j_bench does
  * --threads N                CPU threads, 0 = all (default 0)
  * --skip-backward
  * </pre>
@@ -32,7 +34,8 @@ public final class BenchCli {
 
     public static void main(String[] args) {
         Options o = Options.parse(args);
-        System.out.printf(Locale.ROOT, "flashattn4j bench: device %s, dtype %s, warmup %d, iters %d%n", o.device, o.dtype, o.warmup, o.iters);
+        System.out.printf(Locale.ROOT, "flashattn4j bench: device %s, dtype %s, warmup %d, iters %d, batch %d%n", o.device, o.dtype,
+                o.warmup, o.iters, o.batch);
         System.out.printf(Locale.ROOT, "%-16s %-6s %10s %10s %10s %10s%n", "B x N x H x D", "causal", "fwd ms", "fwd TF/s", "bwd ms", "bwd TF/s");
         for (BenchShape shape : o.shapes) {
             for (boolean causal : o.causal) run(o, shape, causal);
@@ -50,11 +53,11 @@ public final class BenchCli {
             Tensor dq = scope.empty(o.dtype, o.device, seq), dk = scope.empty(o.dtype, o.device, seq);
             Tensor dv = scope.empty(o.dtype, o.device, seq);
             double fwd = medianMillis(o, () -> {
-                Attention.forwardInto(q, k, v, out, lse, options);
+                for (int i = 0; i < o.batch; i++) Attention.forwardInto(q, k, v, out, lse, options);
                 Sync.device(out);
             });
             double bwd = o.skipBackward ? Double.NaN : medianMillis(o, () -> {
-                Attention.backwardInto(dout, q, k, v, out, lse, dq, dk, dv, options);
+                for (int i = 0; i < o.batch; i++) Attention.backwardInto(dout, q, k, v, out, lse, dq, dk, dv, options);
                 Sync.device(dq);
             });
             double fwdFlops = Attention.forwardFlops(s.batch(), s.heads(), s.seqlen(), s.seqlen(), s.headDim(), causal);
@@ -70,20 +73,20 @@ public final class BenchCli {
         for (int i = 0; i < o.iters; i++) {
             long start = System.nanoTime();
             call.run();
-            times[i] = (System.nanoTime() - start) / 1e6;
+            times[i] = (System.nanoTime() - start) / 1e6 / o.batch;
         }
         Arrays.sort(times);
         return times[times.length / 2];
     }
 
     private record Options(Device device, DType dtype, List<BenchShape> shapes, boolean[] causal, int warmup, int iters,
-                           int threads, boolean skipBackward) {
+                           int batch, int threads, boolean skipBackward) {
         static Options parse(String[] args) {
             Device device = Device.best();
             DType dtype = DType.BFLOAT16;
             List<BenchShape> shapes = new ArrayList<>(List.of(BenchShape.parse("1x1024x8x64"), BenchShape.parse("1x1024x8x128")));
             boolean[] causal = {false, true};
-            int warmup = 2, iters = 5, threads = 0;
+            int warmup = 2, iters = 5, batch = 1, threads = 0;
             boolean skipBackward = false;
             for (int i = 0; i < args.length; i++) {
                 String a = args[i];
@@ -98,13 +101,15 @@ public final class BenchCli {
                     };
                     case "--warmup" -> warmup = Integer.parseInt(args[++i]);
                     case "--iters" -> iters = Integer.parseInt(args[++i]);
+                    case "--batch" -> batch = Integer.parseInt(args[++i]);
                     case "--threads" -> threads = Integer.parseInt(args[++i]);
                     case "--skip-backward" -> skipBackward = true;
                     default -> throw new IllegalArgumentException("unknown option " + a + " (see BenchCli's documentation)");
                 }
             }
             if (iters < 1) throw new IllegalArgumentException("--iters must be >= 1");
-            return new Options(device, dtype, shapes, causal, warmup, iters, threads, skipBackward);
+            if (batch < 1) throw new IllegalArgumentException("--batch must be >= 1");
+            return new Options(device, dtype, shapes, causal, warmup, iters, batch, threads, skipBackward);
         }
 
         private static Device parseDevice(String text) {

@@ -1,0 +1,263 @@
+package io.github.flashattn4j;
+
+import io.github.flashattn4j.internal.bindings.flashattn4j_h;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.lang.ref.Cleaner;
+import java.util.Objects;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ConcurrentMap;
+import java.util.concurrent.atomic.AtomicLong;
+
+/**
+ * A CUDA stream: an ordered queue of work on one CUDA device ({@code cudaStream_t}).
+ *
+ * <p>Work given the same stream runs in the order it was queued. Attention calls that take a stream
+ * ({@link Attention#forward(Tensor, Tensor, Tensor, AttentionOptions, CudaStream)} and the others) queue
+ * their kernels on it and return before they finish; copies that take a stream
+ * ({@link Tensor#toFloatArray(CudaStream)}, {@link Tensor#copyFrom(Tensor, CudaStream)},
+ * {@link Tensor#copyFromArray(float[], CudaStream)}, {@link Tensor#to(Device, CudaStream)}) are queued
+ * after everything already on the stream and return only once the copy (and so everything before it)
+ * has finished. So "queue attention on a stream, then copy its output back on the same stream" needs no
+ * other synchronization.
+ *
+ * <h2>Two kinds of stream</h2>
+ * <ul>
+ *   <li>{@link #create(Device)} makes a new stream that this object owns. It is non-blocking: it does
+ *       <em>not</em> synchronize with the device's default stream, so work on it may overlap work on other
+ *       streams. Results it produces must be read on the same stream, or after {@link #synchronize()};
+ *       inputs written by calls that take no stream are ready before those calls return (their copies are
+ *       synchronous), so they can be used on any stream right away.</li>
+ *   <li>{@link #defaultStream(Device)} names the device's legacy default stream ({@code NULL}), on which
+ *       every call that takes no stream runs. It is owned by nobody: {@link #close()} does nothing and it is
+ *       never closed.</li>
+ * </ul>
+ *
+ * <h2>Closing</h2>
+ * {@code close()} waits for the work queued on the stream to finish, then destroys it, so closing a stream
+ * with work (or tensors still used by queued work) pending is safe. It is idempotent; a closed stream
+ * given to any call throws {@link IllegalStateException}, as a closed tensor does. An error that queued
+ * work reported while finishing (for example a kernel fault) is thrown by {@code close()} as a
+ * {@link FlashAttnException}, after the stream has been destroyed anyway. A stream nobody closed is
+ * synchronized and destroyed when it becomes unreachable, but that is a backstop only: close streams, for
+ * instance with try-with-resources.
+ *
+ * <h2>Threads</h2>
+ * A stream may be shared between threads; work from several threads on one stream is ordered as the calls
+ * happened. Closing a stream while a call on another thread is queueing work on it fails with
+ * {@link IllegalStateException} and leaves it open.
+ *
+ * <pre>{@code
+ * try (CudaStream stream = CudaStream.create(Device.cuda(0))) {
+ *     Attention.forwardInto(q, k, v, out, lse, options, stream);   // queued, returns at once
+ *     float[] result = out.toFloatArray(stream);                    // waits for the forward, then copies
+ * }
+ * }</pre>
+ */
+public final class CudaStream implements AutoCloseable {
+
+    private static final long CLOSED = 1L << 62;
+    private static final ConcurrentMap<Integer, CudaStream> DEFAULT_STREAMS = new ConcurrentHashMap<>();
+
+    private final Device device;
+    private final long handle;  // 0: the legacy default stream
+    // CLOSED bit | number of leases held (calls queueing work on the stream right now).
+    private final AtomicLong state = new AtomicLong();
+    private final Release release;            // null for the default stream
+    private final Cleaner.Cleanable cleanable;  // null for the default stream
+
+    private CudaStream(Device device, long handle) {
+        this.device = device;
+        this.handle = handle;
+        if (handle == 0) {
+            this.release = null;
+            this.cleanable = null;
+        } else {
+            this.release = new Release(device.index(), handle);
+            this.cleanable = Storage.CLEANER.register(this, release);
+        }
+    }
+
+    /**
+     * A new stream on a CUDA device, owned by the caller.
+     *
+     * @throws FlashAttnException.InvalidArgument if {@code device} is not a CUDA device, or does not exist
+     * @throws FlashAttnException.NoDevice        if no CUDA device is usable
+     */
+    public static CudaStream create(Device device) {
+        requireCuda(device);
+        NativeCalls.ensureLoaded();
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment holder = arena.allocate(ValueLayout.ADDRESS);
+            NativeCalls.check(flashattn4j_h.fa4j_cuda_stream_create(device.index(), holder));
+            long handle = holder.get(ValueLayout.ADDRESS, 0).address();
+            if (handle == 0) throw new FlashAttnException.Cuda("fa4j_cuda_stream_create returned a null stream");
+            try {
+                return new CudaStream(device, handle);
+            } catch (RuntimeException | Error e) {
+                flashattn4j_h.fa4j_cuda_stream_destroy(device.index(), MemorySegment.ofAddress(handle));
+                throw e;
+            }
+        }
+    }
+
+    /**
+     * The legacy default stream of a CUDA device, where calls that take no stream run. Owned by nobody:
+     * {@link #close()} does nothing. Whether the device exists is checked when the stream is used.
+     *
+     * @throws FlashAttnException.InvalidArgument if {@code device} is not a CUDA device
+     */
+    public static CudaStream defaultStream(Device device) {
+        requireCuda(device);
+        return DEFAULT_STREAMS.computeIfAbsent(device.index(), index -> new CudaStream(Device.cuda(index), 0));
+    }
+
+    /** The CUDA device this stream queues work on. */
+    public Device device() {
+        return device;
+    }
+
+    /** Whether this is the device's legacy default stream (see {@link #defaultStream}). */
+    public boolean isDefault() {
+        return handle == 0;
+    }
+
+    /** Whether {@link #close()} has been called on this (owned) stream; never true for a default stream. */
+    public boolean isClosed() {
+        return (state.get() & CLOSED) != 0;
+    }
+
+    /**
+     * Waits until all work queued on this stream has finished.
+     *
+     * @throws IllegalStateException if the stream is closed
+     * @throws FlashAttnException    if the CUDA runtime reports an error, including one of queued work
+     */
+    public void synchronize() {
+        try (Lease lease = lease()) {
+            NativeCalls.check(flashattn4j_h.fa4j_cuda_stream_synchronize(device.index(), lease.handle()));
+        }
+    }
+
+    /**
+     * Waits for the work queued on this stream, then destroys it. Idempotent; does nothing for a default
+     * stream.
+     *
+     * @throws IllegalStateException if a call on another thread is queueing work on the stream right now
+     *                               (the stream then stays open)
+     * @throws FlashAttnException    if finishing the queued work or destroying the stream reported an error;
+     *                               the stream is closed regardless
+     */
+    @Override
+    public void close() {
+        if (isDefault()) return;
+        long s;
+        do {
+            s = state.get();
+            if ((s & CLOSED) != 0) return;
+            if (s != 0) throw new IllegalStateException("cannot close " + this + ": a call on another thread is using it");
+        } while (!state.compareAndSet(s, CLOSED));
+        cleanable.clean();
+        FlashAttnException failure = release.failure;
+        if (failure != null) throw failure;
+    }
+
+    @Override
+    public String toString() {
+        if (isDefault()) return "CudaStream(" + device + ", default)";
+        return "CudaStream(" + device + ", 0x" + Long.toHexString(handle) + (isClosed() ? ", closed" : "") + ")";
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Package-private access for native calls
+    // ---------------------------------------------------------------------------------------------
+
+    /** Holds this stream open for one native call; throws if it is closed. */
+    Lease lease() {
+        long s;
+        do {
+            s = state.get();
+            if ((s & CLOSED) != 0) throw new IllegalStateException(this + " has been closed");
+        } while (!state.compareAndSet(s, s + 1));
+        return new Lease(this);
+    }
+
+    /**
+     * Throws {@link FlashAttnException.InvalidArgument} unless {@code device} is this stream's device;
+     * {@code what} names what lives on {@code device}, e.g. "the tensors".
+     */
+    void requireOn(Device tensorDevice, String what) {
+        if (!device.equals(tensorDevice)) {
+            throw new FlashAttnException.InvalidArgument(what + " on " + tensorDevice + " cannot be used with " + this
+                    + ": a stream orders work on its own device (" + device + ") only");
+        }
+    }
+
+    /** {@link #requireOn}, and throws {@link IllegalStateException} if this stream is closed. */
+    void requireUsableOn(Device tensorDevice, String what) {
+        requireOn(tensorDevice, what);
+        if (isClosed()) throw new IllegalStateException(this + " has been closed");
+    }
+
+    private static void requireCuda(Device device) {
+        Objects.requireNonNull(device, "device");
+        if (!device.isCuda()) {
+            throw new FlashAttnException.InvalidArgument("a CUDA stream needs a CUDA device, got " + device);
+        }
+    }
+
+    /**
+     * A hold on a stream for the duration of a native call, which passes {@link #handle()}. {@link #NONE}
+     * stands for "no stream given": the default stream.
+     */
+    static final class Lease implements AutoCloseable {
+        /** No stream given: the handle of the legacy default stream, and nothing to release. */
+        static final Lease NONE = new Lease(null);
+
+        private CudaStream stream;
+        private final MemorySegment handle;
+
+        private Lease(CudaStream stream) {
+            this.stream = stream;
+            this.handle = stream == null ? MemorySegment.NULL : MemorySegment.ofAddress(stream.handle);
+        }
+
+        /** The {@code fa4j_stream} to pass. */
+        MemorySegment handle() {
+            return handle;
+        }
+
+        @Override
+        public void close() {
+            if (stream != null) {
+                stream.state.decrementAndGet();
+                stream = null;
+            }
+        }
+    }
+
+    /** Synchronizes and destroys the stream; holds no reference to it so the Cleaner can run it. */
+    private static final class Release implements Runnable {
+        private final int device;
+        private final long handle;
+        // What went wrong, for close() to throw (the Cleaner's thread has nowhere to report it).
+        private volatile FlashAttnException failure;
+
+        Release(int device, long handle) {
+            this.device = device;
+            this.handle = handle;
+        }
+
+        @Override
+        public void run() {
+            MemorySegment stream = MemorySegment.ofAddress(handle);
+            // Destroying does not wait for queued work; waiting first keeps "closed" meaning "finished".
+            FlashAttnException sync = NativeCalls.failure(flashattn4j_h.fa4j_cuda_stream_synchronize(device, stream));
+            FlashAttnException destroy = NativeCalls.failure(flashattn4j_h.fa4j_cuda_stream_destroy(device, stream));
+            if (sync != null && destroy != null) sync.addSuppressed(destroy);
+            failure = sync != null ? sync : destroy;
+        }
+    }
+}
