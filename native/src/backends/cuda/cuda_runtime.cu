@@ -5,18 +5,10 @@
 
 #include "backends/cuda/cuda_backend.hpp"
 #include "backends/cuda/cuda_check.cuh"
+#include "backends/cuda/current_device.hpp"
 
 namespace fa4j::cuda {
 namespace {
-
-// Makes `device` current for this thread after checking it exists.
-void use_device(int device) {
-    const int count = device_count();
-    if (count == 0) fail(FA4J_ERROR_NO_DEVICE, "no CUDA device is available");
-    require(device >= 0 && device < count,
-            "CUDA device " + std::to_string(device) + " does not exist (" + std::to_string(count) + " present)");
-    FA4J_CUDA_CHECK(cudaSetDevice(device));
-}
 
 cudaStream_t native(fa4j_stream stream) { return reinterpret_cast<cudaStream_t>(stream); }
 
@@ -43,7 +35,7 @@ int device_count() {
 }
 
 void get_device_properties(int device, fa4j_device_properties* properties) {
-    use_device(device);
+    const CurrentDevice current(device);
     cudaDeviceProp prop{};
     FA4J_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
     std::strncpy(properties->name, prop.name, sizeof(properties->name) - 1);
@@ -56,7 +48,7 @@ void get_device_properties(int device, fa4j_device_properties* properties) {
 }
 
 void* malloc_device(int device, size_t bytes) {
-    use_device(device);
+    const CurrentDevice current(device);
     if (bytes == 0) return nullptr;
     void* pointer = nullptr;
     FA4J_CUDA_CHECK(cudaMalloc(&pointer, bytes));
@@ -65,27 +57,27 @@ void* malloc_device(int device, size_t bytes) {
 
 void free_device(int device, void* pointer) {
     if (pointer == nullptr) return;
-    use_device(device);
+    const CurrentDevice current(device);
     FA4J_CUDA_CHECK(cudaFree(pointer));
 }
 
 void memcpy_sync(int device, void* destination, const void* source, size_t bytes, fa4j_memcpy_kind kind,
                  fa4j_stream stream) {
     const cudaMemcpyKind direction = native(kind);
-    use_device(device);
+    const CurrentDevice current(device);
     if (bytes == 0) return;
     FA4J_CUDA_CHECK(cudaMemcpyAsync(destination, source, bytes, direction, native(stream)));
     FA4J_CUDA_CHECK(cudaStreamSynchronize(native(stream)));
 }
 
 void memset_async(int device, void* pointer, int value, size_t bytes, fa4j_stream stream) {
-    use_device(device);
+    const CurrentDevice current(device);
     if (bytes == 0) return;
     FA4J_CUDA_CHECK(cudaMemsetAsync(pointer, value, bytes, native(stream)));
 }
 
 fa4j_stream stream_create(int device) {
-    use_device(device);
+    const CurrentDevice current(device);
     cudaStream_t stream = nullptr;
     FA4J_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     return reinterpret_cast<fa4j_stream>(stream);
@@ -93,23 +85,23 @@ fa4j_stream stream_create(int device) {
 
 void stream_destroy(int device, fa4j_stream stream) {
     require(stream != nullptr, "the default stream cannot be destroyed");
-    use_device(device);
+    const CurrentDevice current(device);
     release_workspace(device, stream);
     FA4J_CUDA_CHECK(cudaStreamDestroy(native(stream)));
 }
 
 void mem_get_info(int device, size_t* free_bytes, size_t* total_bytes) {
-    use_device(device);
+    const CurrentDevice current(device);
     FA4J_CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
 }
 
 void stream_synchronize(int device, fa4j_stream stream) {
-    use_device(device);
+    const CurrentDevice current(device);
     FA4J_CUDA_CHECK(cudaStreamSynchronize(native(stream)));
 }
 
 void device_synchronize(int device) {
-    use_device(device);
+    const CurrentDevice current(device);
     FA4J_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
