@@ -179,6 +179,11 @@ FA4J_API fa4j_status fa4j_cuda_device_synchronize(int32_t device);
  * lse = -infinity, and contributes nothing to the gradients.
  *
  * Head dims: multiples of 8 from 8 to 256.
+ *
+ * The CUDA backend supports less: float16 and bfloat16, head dims up to 128, and for the forward
+ * 16-byte alignment (every tensor's first element at a multiple of 16 bytes, and batch, sequence and
+ * head strides that are multiples of 8 elements). Anything else returns FA4J_ERROR_UNSUPPORTED with a
+ * message saying what is missing; nothing is written then.
  */
 typedef struct fa4j_attention_params {
     size_t struct_size;
