@@ -1,14 +1,19 @@
-// Attention forward on CUDA devices: checks what the FlashAttention-2 kernels need beyond the C ABI's own
-// validation (dtype, head dim, 16-byte alignment, index ranges), then queues one kernel launch on the
-// caller's stream. Nothing here synchronizes or allocates. The kernels live in kernels/.
+// Attention forward on CUDA devices: checks what the kernels need beyond the C ABI's own validation
+// (dtype, head dim, 16-byte alignment, index ranges), then queues one kernel launch on the caller's
+// stream: the Hopper (wgmma + TMA) kernel on compute capability 9.0 devices, the FlashAttention-2
+// (mma.sync) kernel elsewhere. Nothing here synchronizes or allocates. The kernels live in kernels/.
+#include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <string>
 
 #include "backends/cuda/cuda_backend.hpp"
 #include "backends/cuda/cuda_check.cuh"
 #include "backends/cuda/kernels/fa2_forward.hpp"
+#include "backends/cuda/kernels/fa3_forward.hpp"
 #include "core/error.hpp"
 
 namespace fa4j::cuda {
@@ -36,6 +41,31 @@ void require_vector_aligned(const char* name, const SeqTensor& t, int64_t batch,
          std::string(name) + " is not 16-byte aligned for the CUDA kernels: its first element must sit at a multiple of 16 bytes " +
              "and its batch, sequence and head strides must be multiples of 8 elements; got " +
              (base_ok ? "an aligned address" : "a misaligned address") + " and strides " + stride_text(t));
+}
+
+// Whether `device` is a Hopper part (compute capability 9.0, where the sm_90a kernels run), asked once
+// per device and cached. FA4J_CUDA_FORWARD=fa2 in the environment forces the FlashAttention-2 kernel
+// (for comparisons).
+constexpr int kCachedDevices = 64;
+std::atomic<int> hopper_cache[kCachedDevices];  // 0: not asked yet, 1: Hopper, 2: not
+
+bool use_hopper_kernel(int device) {
+    static const bool forced_fa2 = [] {
+        const char* choice = std::getenv("FA4J_CUDA_FORWARD");
+        return choice != nullptr && std::strcmp(choice, "fa2") == 0;
+    }();
+    if (forced_fa2) return false;
+    const bool cacheable = device >= 0 && device < kCachedDevices;
+    if (cacheable) {
+        const int known = hopper_cache[device].load(std::memory_order_relaxed);
+        if (known != 0) return known == 1;
+    }
+    int major = 0, minor = 0;
+    FA4J_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    FA4J_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+    const bool hopper = major == 9 && minor == 0;
+    if (cacheable) hopper_cache[device].store(hopper ? 1 : 2, std::memory_order_relaxed);
+    return hopper;
 }
 
 template <class Strided>
@@ -109,6 +139,11 @@ void attention_forward(int device, const ForwardProblem& problem, fa4j_stream st
     const fa2::Elem elem = dtype == DType::F16 ? fa2::Elem::F16 : fa2::Elem::BF16;
     const bool causal = problem.config.causal;
     const auto native_stream = reinterpret_cast<cudaStream_t>(stream);
+    if (use_hopper_kernel(device)) {
+        const bool queued = s.head_dim <= 64 ? fa3::run_forward<64>(p, elem, causal, native_stream)
+                                             : fa3::run_forward<128>(p, elem, causal, native_stream);
+        if (queued) return;  // else: strides TMA cannot describe; the FlashAttention-2 kernel takes them
+    }
     if (s.head_dim <= 64) fa2::run_forward<64>(p, elem, causal, native_stream);
     else fa2::run_forward<128>(p, elem, causal, native_stream);
 }
