@@ -76,12 +76,23 @@ if [ $skip_bench -eq 0 ]; then
   if [ -f benchmarks/peer_sdpa.py ]; then
     step "bench: ours vs SDPA peers" bench-peers.log python3 benchmarks/peer_sdpa.py --ours "$work/build/fa4j_bench" --shapes "$shapes"
   fi
+  # Java API against the native driver on the same shapes, native before and after Java so that a
+  # warmer (slower-clocked) GPU late in the run does not pass for Java overhead.
+  bench_native() {
+    local shape
+    for shape in ${shapes//,/ }; do
+      IFS=x read -r b n h d <<<"$shape"
+      "$work/build/fa4j_bench" --batch "$b" --seqlen "$n" --heads "$h" --dims "$d" --dtypes bf16 --causal 0,1 | grep -v '^fa4j_bench,'
+    done
+  }
+  step "bench: native driver" bench-native-1.log bench_native
   step "bench: Java API" bench-java.log "$java" --enable-native-access=ALL-UNNAMED -Dflashattn4j.library.path="$lib" \
     -cp "$bundle/jars/flashattn4j-benchmarks.jar" io.github.flashattn4j.bench.BenchCli --device cuda:0 \
-    --shapes "$shapes" --warmup 3 --iters 20
+    --shapes "$shapes" --warmup 5 --iters 30
+  step "bench: native driver again" bench-native-2.log bench_native
 fi
 
 echo
 echo "=== GPU loop summary ($(cat "$logs/gpu.txt")) ==="
 printf '%s\n' "${summary[@]}"
-for f in bench-peers.log bench-java.log; do [ -f "$logs/$f" ] && { echo "--- $f"; tail -n 20 "$logs/$f"; }; done
+for f in bench-peers.log bench-native-1.log bench-java.log bench-native-2.log; do [ -f "$logs/$f" ] && { echo "--- $f"; tail -n 20 "$logs/$f"; }; done

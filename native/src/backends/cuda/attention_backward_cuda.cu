@@ -14,7 +14,9 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -23,6 +25,7 @@
 
 #include "backends/cuda/cuda_backend.hpp"
 #include "backends/cuda/cuda_check.cuh"
+#include "backends/cuda/current_device.hpp"
 #include "backends/cuda/kernels/fa2_backward_params.cuh"
 #include "core/error.hpp"
 
@@ -78,17 +81,6 @@ bool vec16_ok(const SeqTensor& t) {
 
 fa2bwd::SeqPtr seq_ptr(const SeqTensor& t) { return {t.data, t.batch_stride, t.seq_stride, t.head_stride}; }
 
-template <typename Element>
-void run(int head_dim_pad, bool causal, const fa2bwd::Params& p, cudaStream_t stream) {
-    if (head_dim_pad == 64) {
-        if (causal) fa2bwd::run_backward<Element, 64, true>(p, stream);
-        else fa2bwd::run_backward<Element, 64, false>(p, stream);
-    } else {
-        if (causal) fa2bwd::run_backward<Element, 128, true>(p, stream);
-        else fa2bwd::run_backward<Element, 128, false>(p, stream);
-    }
-}
-
 size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
 }  // namespace
@@ -125,7 +117,11 @@ void attention_backward(int device, const BackwardProblem& problem, fa4j_stream 
         s.heads_q > kMaxSeq)
         fail(FA4J_ERROR_UNSUPPORTED, "attention backward on CUDA supports batch and heads_kv up to 65535 and "
                                      "seqlen and heads_q up to 2^30");
-    FA4J_CUDA_CHECK(cudaSetDevice(device));
+    // Scores go through exp2, multiplied by scale·log2(e): that product must be a finite float.
+    if (std::fabs(static_cast<double>(config.softmax_scale) * 1.4426950408889634) >
+        static_cast<double>(std::numeric_limits<float>::max()))
+        fail(FA4J_ERROR_UNSUPPORTED, "softmax_scale is too large for the CUDA kernels (|scale·log2(e)| overflows float32)");
+    const CurrentDevice current(device);
     if (s.batch == 0) return;  // every tensor is empty
     const auto native_stream = reinterpret_cast<cudaStream_t>(stream);
 
@@ -171,8 +167,9 @@ void attention_backward(int device, const BackwardProblem& problem, fa4j_stream 
     p.lse_log2 = reinterpret_cast<float*>(base + accum_bytes);
     p.delta = reinterpret_cast<float*>(base + accum_bytes + vector_bytes);
 
-    if (config.dtype == DType::F16) run<__half>(head_dim_pad, config.causal, p, native_stream);
-    else run<__nv_bfloat16>(head_dim_pad, config.causal, p, native_stream);
+    const bool bf16 = config.dtype == DType::BF16;
+    if (head_dim_pad == 64) fa2bwd::run_backward<64>(p, bf16, config.causal, native_stream);
+    else fa2bwd::run_backward<128>(p, bf16, config.causal, native_stream);
 }
 
 }  // namespace fa4j::cuda

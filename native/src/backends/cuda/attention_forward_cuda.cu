@@ -12,6 +12,7 @@
 
 #include "backends/cuda/cuda_backend.hpp"
 #include "backends/cuda/cuda_check.cuh"
+#include "backends/cuda/current_device.hpp"
 #include "backends/cuda/kernels/fa2_forward.hpp"
 #include "backends/cuda/kernels/fa3_forward.hpp"
 #include "core/error.hpp"
@@ -93,8 +94,7 @@ void attention_forward(int device, const ForwardProblem& problem, fa4j_stream st
                                          std::to_string(s.batch));
     if (s.seqlen_q >= kMaxSeqlen || s.seqlen_k >= kMaxSeqlen)
         fail(FA4J_ERROR_UNSUPPORTED, "attention forward on CUDA supports sequences shorter than 2^30");
-    if (device_count() == 0) fail(FA4J_ERROR_NO_DEVICE, "no CUDA device is available");
-    FA4J_CUDA_CHECK(cudaSetDevice(device));
+    const CurrentDevice current(device);
     if (s.batch == 0 || s.seqlen_q == 0) return;  // no output element exists
 
     require_vector_aligned("q", problem.q, s.batch, s.seqlen_q, s.heads_q);

@@ -5,8 +5,6 @@
 
 #include <cstdint>
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
 namespace fa4j::cuda::fa2bwd {
@@ -26,7 +24,8 @@ struct Params {
     int64_t lse_batch_stride, lse_head_stride, lse_seq_stride;
 
     // Workspace (see attention_backward_cuda.cu), all [batch, heads_q, seqlen_q_pad(, head_dim_pad)]:
-    float* dq_accum;  // fp32 dQ / scale, accumulated by atomics, zeroed by the preprocessing kernel
+    float* dq_accum;  // fp32 dQ / scale, accumulated by the main kernel, zeroed by the preprocessing kernel;
+                      // its rows hold their 16-byte chunks permuted (see dq_accum_chunk in the kernels)
     float* lse_log2;  // lse·log2(e); +inf for rows that attend nothing and for padding rows (so P = 0)
     float* delta;     // D = rowsum(dO ∘ O); 0 for padding rows
 
@@ -37,25 +36,24 @@ struct Params {
     // Every 16-bit tensor's base address is 16-byte aligned and its strides are multiples of 8 elements,
     // so tiles move as 16-byte vectors (cp.async); otherwise the kernels fall back to 2-byte accesses.
     bool vec16;
+    // Each key tile's CTA starts its walk over the query tiles at a different tile (a rotation), so that
+    // the CTAs of one head do not all add to the same dQ rows at once. Set by the launcher.
+    bool stagger;
 };
 
 // The workspace's rows per (batch, head) are seqlen_q rounded up to this, a multiple of every query tile
 // the main kernel uses, so the kernel reads and accumulates whole tiles without bounds checks.
 constexpr int kRowPadding = 128;
 
-// Runs the three kernels (preprocess, main, dQ conversion) on `stream`. kD is the padded head dim of the
-// instantiation; p.head_dim <= kD. Defined in fa2_backward_kernel.cuh, instantiated in
-// fa2_backward_hdim{64,128}.cu (one translation unit per head dim, so they compile in parallel).
-template <typename Element, int kD, bool kCausal>
-void run_backward(const Params& p, cudaStream_t stream);
+// Runs the three kernels (preprocess, main, dQ conversion) on `stream` with the kernels for padded head
+// dim kD (p.head_dim <= kD). Defined in fa2_backward_hdim{64,128}.cu, one translation unit per head dim
+// (they compile in parallel), each of which picks its tile shape.
+template <int kD>
+void run_backward(const Params& p, bool bf16, bool causal, cudaStream_t stream);
 
-#define FA4J_FA2BWD_INSTANTIATIONS(PREFIX, kD)                                  \
-    PREFIX template void run_backward<__half, kD, false>(const Params&, cudaStream_t); \
-    PREFIX template void run_backward<__half, kD, true>(const Params&, cudaStream_t);  \
-    PREFIX template void run_backward<__nv_bfloat16, kD, false>(const Params&, cudaStream_t); \
-    PREFIX template void run_backward<__nv_bfloat16, kD, true>(const Params&, cudaStream_t);
-
-FA4J_FA2BWD_INSTANTIATIONS(extern, 64)
-FA4J_FA2BWD_INSTANTIATIONS(extern, 128)
+template <>
+void run_backward<64>(const Params&, bool, bool, cudaStream_t);
+template <>
+void run_backward<128>(const Params&, bool, bool, cudaStream_t);
 
 }  // namespace fa4j::cuda::fa2bwd
