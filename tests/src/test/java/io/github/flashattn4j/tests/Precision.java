@@ -39,19 +39,18 @@ final class Precision {
 
     /** Largest |a - b|; equal infinities count as 0; NaN anywhere gives NaN. */
     static double maxError(float[] a, double[] b) {
-        double max = 0;
-        for (int i = 0; i < a.length; i++) {
-            double e = a[i] == b[i] ? 0 : Math.abs(a[i] - b[i]);
-            if (Double.isNaN(e)) return Double.NaN;
-            max = Math.max(max, e);
-        }
-        return max;
+        return maxError(a.length, i -> a[i], b);
     }
 
     static double maxError(double[] a, double[] b) {
+        return maxError(a.length, i -> a[i], b);
+    }
+
+    private static double maxError(int length, java.util.function.IntToDoubleFunction a, double[] b) {
         double max = 0;
-        for (int i = 0; i < a.length; i++) {
-            double e = a[i] == b[i] ? 0 : Math.abs(a[i] - b[i]);
+        for (int i = 0; i < length; i++) {
+            double x = a.applyAsDouble(i);
+            double e = x == b[i] ? 0 : Math.abs(x - b[i]);
             if (Double.isNaN(e)) return Double.NaN;
             max = Math.max(max, e);
         }
