@@ -14,9 +14,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
-#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -26,6 +24,7 @@
 #include "backends/cuda/cuda_backend.hpp"
 #include "backends/cuda/cuda_check.cuh"
 #include "backends/cuda/current_device.hpp"
+#include "backends/cuda/scale_log2.hpp"
 #include "backends/cuda/kernels/fa2_backward_params.cuh"
 #include "core/error.hpp"
 
@@ -117,10 +116,7 @@ void attention_backward(int device, const BackwardProblem& problem, fa4j_stream 
         s.heads_q > kMaxSeq)
         fail(FA4J_ERROR_UNSUPPORTED, "attention backward on CUDA supports batch and heads_kv up to 65535 and "
                                      "seqlen and heads_q up to 2^30");
-    // Scores go through exp2, multiplied by scale·log2(e): that product must be a finite float.
-    if (std::fabs(static_cast<double>(config.softmax_scale) * 1.4426950408889634) >
-        static_cast<double>(std::numeric_limits<float>::max()))
-        fail(FA4J_ERROR_UNSUPPORTED, "softmax_scale is too large for the CUDA kernels (|scale·log2(e)| overflows float32)");
+    static_cast<void>(checked_scale_log2(config.softmax_scale));  // refuses a scale the kernels cannot use
     const CurrentDevice current(device);
     if (s.batch == 0) return;  // every tensor is empty
     const auto native_stream = reinterpret_cast<cudaStream_t>(stream);

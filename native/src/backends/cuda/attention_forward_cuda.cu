@@ -13,6 +13,7 @@
 #include "backends/cuda/cuda_backend.hpp"
 #include "backends/cuda/cuda_check.cuh"
 #include "backends/cuda/current_device.hpp"
+#include "backends/cuda/scale_log2.hpp"
 #include "backends/cuda/kernels/fa2_forward.hpp"
 #include "backends/cuda/kernels/fa3_forward.hpp"
 #include "core/error.hpp"
@@ -108,10 +109,8 @@ void attention_forward(int device, const ForwardProblem& problem, fa4j_stream st
 
     // exp2 replaces exp: scores are multiplied by scale·log2(e). A zero scale (uniform attention) becomes
     // the smallest normal float, which yields the same probabilities but keeps masked scores at -inf.
-    double scale_log2 = static_cast<double>(problem.config.softmax_scale) * 1.4426950408889634;
+    double scale_log2 = checked_scale_log2(problem.config.softmax_scale);
     if (scale_log2 == 0.0) scale_log2 = static_cast<double>(std::numeric_limits<float>::min());
-    if (std::fabs(scale_log2) > static_cast<double>(std::numeric_limits<float>::max()))
-        fail(FA4J_ERROR_UNSUPPORTED, "softmax_scale is too large for the CUDA kernels (|scale·log2(e)| overflows float32)");
 
     fa2::ForwardParams p{};
     p.q = problem.q.data;
