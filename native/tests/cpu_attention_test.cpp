@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -123,6 +124,38 @@ Outcome run_round_trip(Dt dt) {
 
 std::string describe_on(const Case& c, const char* isa) { return describe(c) + " isa=" + isa; }
 
+// A softmax scale the library must refuse (flashattn4j.h: |scale| * head_dim * 65504^2 <= 2^126): both
+// calls fail with FA4J_ERROR_INVALID_ARGUMENT and a message, and write nothing.
+Outcome run_refused_scale(const Case& c) {
+    Outcome o;
+    TrainingTensors t = make_training_tensors(c);
+    std::mt19937 rng(5);
+    fill_inputs(c, rng, t.q, t.k, t.v, &t.dout);
+    fill_values(t.out, rng, c, 'v');
+    for (int64_t n = 0; n < t.lse.count(); ++n) t.lse.set(n, 1.0f);
+    const fa4j_attention_params params = params_for(c);
+    // out and lse are inputs of the backward here, so the forward's refusal is checked on copies.
+    TrainingTensors fresh = make_training_tensors(c);
+    expect_refusal(o,
+                   fa4j_attention_forward(&params, t.q.host_tensor(), t.k.host_tensor(), t.v.host_tensor(),
+                                          fresh.out.host_tensor(), fresh.lse.host_tensor(), nullptr),
+                   FA4J_ERROR_INVALID_ARGUMENT);
+    expect_refusal(o,
+                   fa4j_attention_backward(&params, t.dout.host_tensor(), t.q.host_tensor(), t.k.host_tensor(),
+                                           t.v.host_tensor(), t.out.host_tensor(), t.lse.host_tensor(),
+                                           t.dq.host_tensor(), t.dk.host_tensor(), t.dv.host_tensor(), nullptr),
+                   FA4J_ERROR_INVALID_ARGUMENT);
+    check_all_poison(o, "out", fresh.out);
+    check_all_poison(o, "lse", fresh.lse);
+    for (View* v : {&t.dq, &t.dk, &t.dv}) check_all_poison(o, "a gradient", *v);
+    return o;
+}
+
+// The largest softmax scale flashattn4j.h accepts for head_dim d.
+float largest_scale(int64_t d) {
+    return std::nextafter(static_cast<float>(8.507059173023462e37 / (static_cast<double>(d) * 65504.0 * 65504.0)), 0.0f);
+}
+
 }  // namespace
 
 int main() {
@@ -174,6 +207,49 @@ int main() {
         Case c{{2, 70, 130, 4, 2, 64}, Dt::BF16, true, Layout::Contiguous};
         c.scale_multiplier = multiplier;
         tally.report(describe_on(c, "best"), run_case(c, seed++));
+    }
+    // Finite but extreme inputs (issue 6): every output finite and within the tolerance of the float64
+    // reference, results beyond a dtype's range saturated. The fuzzer's reproductions are among them:
+    // scale 1e10 on [1, 40, 1, 64] (non-finite gradients), inputs times 1e4 (gradient errors of 1e10
+    // where the exact gradient is 0), values near the float16 maximum (NaN gradients); its scale 1e38
+    // on [1, 4, 1, 8] (out = NaN) is past the documented range and must be refused, and the largest
+    // scale that is not must work. 64/sqrt(d) gives large but not one-hot rows.
+    struct Extreme {
+        Shape s;
+        float scale;
+        Values values;
+        bool causal;
+    };
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    const std::vector<Extreme> extremes = {
+        {{1, 40, 40, 1, 1, 64}, 1e10f, Values::Normal, false},
+        {{1, 4, 4, 1, 1, 8}, largest_scale(8), Values::Normal, false},
+        {{1, 4, 4, 1, 1, 8}, -largest_scale(8), Values::Normal, false},
+        {{2, 70, 130, 4, 2, 64}, nan, Values::Times1e4, true},
+        {{1, 40, 40, 1, 1, 64}, nan, Values::Times1e4, false},
+        {{1, 65, 65, 2, 1, 64}, nan, Values::NearF16Max, false},
+        {{1, 70, 130, 2, 2, 128}, nan, Values::NearF16Max, true},
+        {{1, 97, 300, 2, 1, 64}, nan, Values::HugeFirst, false},
+        {{1, 97, 300, 2, 1, 64}, nan, Values::HugeNegativeFirst, true},
+        {{2, 70, 130, 4, 2, 64}, 8.0f, Values::Normal, true},
+    };
+    for (Dt dt : {Dt::F32, Dt::F16, Dt::BF16})
+        for (const Extreme& e : extremes) {
+            Case c{e.s, dt, e.causal, Layout::Contiguous};
+            c.scale = e.scale;
+            c.values = e.values;
+            tally.report(describe_on(c, "best"), run_case(c, seed++));
+        }
+    for (float scale : {1e38f, -1e38f, 3e38f}) {
+        Case c{{1, 4, 4, 1, 1, 8}, Dt::F32, false, Layout::Contiguous};
+        c.scale = scale;
+        tally.report("refused: " + describe(c), run_refused_scale(c));
+    }
+    {
+        Case c{{1, 4, 4, 1, 1, 8}, Dt::BF16, true, Layout::Contiguous};
+        c.scale = std::nextafter(largest_scale(8), 1e38f);
+        c.scale = std::nextafter(c.scale, 1e38f);  // just past the limit
+        tally.report("refused: " + describe(c), run_refused_scale(c));
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return tally.finish(seconds);

@@ -2,10 +2,12 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdio>
 #include <string>
 #include <vector>
 
 #include "core/error.hpp"
+#include "core/softmax_scale.hpp"
 #include "core/tensor_checks.hpp"
 
 namespace fa4j {
@@ -76,6 +78,20 @@ Common check_qkv(const fa4j_tensor* q, const fa4j_tensor* k, const fa4j_tensor* 
     return Common{s, dtype, q->device};
 }
 
+// Refuses a scale whose scaled scores could leave float32 for inputs in the documented range
+// (core/softmax_scale.hpp), which also keeps scale·log2(e), the kernels' exp2 factor, finite.
+void check_softmax_scale(float scale, int64_t head_dim) {
+    const double limit = max_softmax_scale(head_dim);
+    if (std::fabs(static_cast<double>(scale)) <= limit && std::isfinite(softmax_scale_log2(scale))) return;
+    char text[320];
+    std::snprintf(text, sizeof text,
+                  "softmax_scale %.9g is too large for head_dim %lld: |softmax_scale| * head_dim * 65504^2 must not "
+                  "exceed 2^126, so that scaled scores of inputs within the float16 range fit float32 (here "
+                  "|softmax_scale| <= %.9g)",
+                  static_cast<double>(scale), static_cast<long long>(head_dim), limit);
+    fail(FA4J_ERROR_INVALID_ARGUMENT, text);
+}
+
 void require_same_device(const Common& c, const fa4j_tensor& t, const char* name) {
     require(t.device.device_type == c.device.device_type && t.device.device_id == c.device.device_id,
             std::string(name) + " is on another device than q (all tensors of one call must share a device)");
@@ -107,6 +123,7 @@ ValidatedForward validate_forward(const fa4j_attention_params* params, const fa4
                                   const fa4j_tensor* v, const fa4j_tensor* out, const fa4j_tensor* lse) {
     AttentionConfig config = read_params(params);
     const Common c = check_qkv(q, k, v);
+    check_softmax_scale(config.softmax_scale, c.shape.head_dim);
     check_qkv_devices(c, k, v);
     check_seq_like(c, out, "out", false);
     check_lse(c, lse);
@@ -127,6 +144,7 @@ ValidatedBackward validate_backward(const fa4j_attention_params* params, const f
                                     const fa4j_tensor* dv) {
     AttentionConfig config = read_params(params);
     const Common c = check_qkv(q, k, v);
+    check_softmax_scale(config.softmax_scale, c.shape.head_dim);
     check_qkv_devices(c, k, v);
     check_seq_like(c, dout, "dout", false);
     check_seq_like(c, out, "out", false);

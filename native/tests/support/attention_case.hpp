@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <limits>
 #include <random>
 #include <string>
 
@@ -17,13 +18,40 @@
 
 namespace fa4j_test {
 
+// What the input values look like: standard normal, or one of the extreme regimes of issue 6 (finite
+// inputs that once gave non-finite or wrong results). Every value is rounded to the dtype, saturating.
+enum class Values {
+    Normal,      // q, k, v, dout ~ N(0, 1)
+    Times1e4,    // q, k, v, dout ~ 1e4 · N(0, 1): one-hot rows, scores and lse near 1e8
+    NearF16Max,  // ±[0.5, 1] · 65504, random signs: the edge of the range flashattn4j.h guarantees
+    // q ~ 1e4·[0.5, 1]; the first half of the keys ~ 1e4·[0.5, 1], the rest ~ 1e-3·N(0, 1), v and dout
+    // ~ N(0, 1). Kernels that walk the keys from last to first (the CUDA forward) see moderate scores
+    // first and huge ones (|scale·s| far beyond 2^24) later; HugeNegativeFirst makes the huge scores
+    // negative, so that the running maximum moves from huge to moderate instead.
+    HugeFirst,
+    HugeNegativeFirst,
+};
+
+inline const char* values_name(Values v) {
+    switch (v) {
+        case Values::Normal: return "normal";
+        case Values::Times1e4: return "1e4*normal";
+        case Values::NearF16Max: return "near-fp16-max";
+        case Values::HugeFirst: return "huge-keys-first";
+        case Values::HugeNegativeFirst: return "huge-negative-keys-first";
+    }
+    return "?";
+}
+
 struct Case {
     Shape s;
     Dt dt;
     bool causal;
     Layout layout;
     bool own_stream = false;        // CUDA: run on a created stream instead of the legacy default stream
-    float scale_multiplier = 1.0f;  // softmax_scale = scale_multiplier / sqrt(head_dim)
+    float scale_multiplier = 1.0f;  // softmax_scale = scale_multiplier / sqrt(head_dim) ...
+    float scale = std::numeric_limits<float>::quiet_NaN();  // ... unless this is set
+    Values values = Values::Normal;
 };
 
 inline std::string describe(const Case& c) {
@@ -33,10 +61,14 @@ inline std::string describe(const Case& c) {
                   static_cast<long long>(c.s.Hq), static_cast<long long>(c.s.Hkv), static_cast<long long>(c.s.D),
                   c.causal ? "causal" : "full", layout_name(c.layout));
     std::string d = text;
-    if (c.scale_multiplier != 1.0f) {
+    if (!std::isnan(c.scale)) {
+        std::snprintf(text, sizeof text, " scale=%g", static_cast<double>(c.scale));
+        d += text;
+    } else if (c.scale_multiplier != 1.0f) {
         std::snprintf(text, sizeof text, " scale=%g/sqrt(d)", static_cast<double>(c.scale_multiplier));
         d += text;
     }
+    if (c.values != Values::Normal) d += std::string(" ") + values_name(c.values);
     if (c.own_stream) d += " stream";
     return d;
 }
@@ -44,7 +76,9 @@ inline std::string describe(const Case& c) {
 inline fa4j_attention_params params_for(const Case& c, int32_t threads = 0) {
     fa4j_attention_params p{};
     p.struct_size = sizeof p;
-    p.softmax_scale = static_cast<float>(static_cast<double>(c.scale_multiplier) / std::sqrt(static_cast<double>(c.s.D)));
+    p.softmax_scale = !std::isnan(c.scale)
+                          ? c.scale
+                          : static_cast<float>(static_cast<double>(c.scale_multiplier) / std::sqrt(static_cast<double>(c.s.D)));
     p.causal = c.causal ? 1 : 0;
     p.num_threads = threads;
     return p;
@@ -93,10 +127,39 @@ inline TrainingTensors make_training_tensors(const Case& c) {
     return t;
 }
 
+// Fresh random values of the case's kind for tensor `which`: 'q', 'k', 'v' or 'o' (dout).
+inline void fill_values(View& view, std::mt19937& rng, const Case& c, char which) {
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::uniform_real_distribution<float> half_to_one(0.5f, 1.0f);
+    const auto set = [&](int64_t n, double x) { view.set(n, round_to_saturating(c.dt, x)); };
+    for (int64_t n = 0; n < view.count(); ++n) {
+        switch (c.values) {
+            case Values::Normal: set(n, normal(rng)); break;
+            case Values::Times1e4: set(n, 1e4 * normal(rng)); break;
+            case Values::NearF16Max: set(n, (rng() & 1u ? 65504.0 : -65504.0) * half_to_one(rng)); break;
+            case Values::HugeFirst:
+            case Values::HugeNegativeFirst: {
+                if (which == 'q') {
+                    set(n, 1e4 * half_to_one(rng));
+                } else if (which == 'k') {
+                    const int64_t key = n / (c.s.D * c.s.Hkv) % c.s.Nk;  // [B, Nk, Hkv, D]
+                    const double sign = c.values == Values::HugeFirst ? 1.0 : -1.0;
+                    set(n, key < c.s.Nk / 2 ? sign * 1e4 * half_to_one(rng) : 1e-3 * normal(rng));
+                } else {
+                    set(n, normal(rng));
+                }
+                break;
+            }
+        }
+    }
+}
+
 // Fresh random q, k, v and (when given) dout, and the reference's dense copy of them.
 inline Inputs fill_inputs(const Case& c, std::mt19937& rng, View& q, View& k, View& v, View* dout) {
-    for (View* x : {&q, &k, &v}) fill_random(*x, rng, c.dt);
-    if (dout != nullptr) fill_random(*dout, rng, c.dt);
+    fill_values(q, rng, c, 'q');
+    fill_values(k, rng, c, 'k');
+    fill_values(v, rng, c, 'v');
+    if (dout != nullptr) fill_values(*dout, rng, c, 'o');
     Inputs in{c.s, params_for(c).softmax_scale, c.causal, q.values(), k.values(), v.values(), {}};
     if (dout != nullptr) in.dout = dout->values();
     return in;

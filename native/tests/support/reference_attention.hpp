@@ -82,7 +82,9 @@ public:
     }
 
 private:
-    T rnd(T x) const { return emulate_ ? static_cast<T>(round_to(dt_, static_cast<float>(x))) : x; }
+    // Saturating, as the library stores results (a plain implementation that overflowed to infinity
+    // would leave no error to measure).
+    T rnd(T x) const { return emulate_ ? static_cast<T>(round_to_saturating(dt_, static_cast<double>(x))) : x; }
 
     size_t q_index(int64_t b, int64_t i, int64_t h) const {
         return static_cast<size_t>(((b * s_.Nq + i) * s_.Hq + h) * s_.D);

@@ -3,8 +3,11 @@
 
 #include <flashattn4j.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 
 #include "support/half_codec.hpp"
 
@@ -27,5 +30,22 @@ inline float round_to(Dt dt, float x) {
     if (dt == Dt::BF16) return decode_bf16(encode_bf16(x));
     return x;
 }
+
+// The largest finite value of `dt`.
+inline double max_finite(Dt dt) {
+    if (dt == Dt::F16) return 65504.0;
+    if (dt == Dt::BF16) return 3.3895313892515355e38;  // 0x7f7f
+    return static_cast<double>(std::numeric_limits<float>::max());
+}
+
+// x clamped to the finite range of `dt` (infinities and NaN unchanged): what a result whose exact value
+// is finite but out of range must be stored as (flashattn4j.h: results saturate).
+inline double saturate(Dt dt, double x) {
+    if (std::isinf(x) || std::isnan(x)) return x;
+    return std::clamp(x, -max_finite(dt), max_finite(dt));
+}
+
+// round_to, saturating: a finite x beyond the dtype's range becomes its largest finite value.
+inline float round_to_saturating(Dt dt, double x) { return round_to(dt, static_cast<float>(saturate(dt, x))); }
 
 }  // namespace fa4j_test

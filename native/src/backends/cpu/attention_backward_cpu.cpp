@@ -1,7 +1,7 @@
 // FlashAttention-2 backward on the CPU, in three passes that need no atomics and give the same bits
 // whatever the thread count, because every output element is owned by exactly one task and summed in
 // a fixed order:
-//   1. per query row: D = rowsum(dout ∘ out), and lse moved to the log2 domain;
+//   1. per query row: D = rowsum(dout ∘ out);
 //   2. per (batch, kv head, key tile): dK and dV, summed over every query head of the group and every
 //      query tile, recomputing P = exp(S - lse) on the way;
 //   3. per (batch, query head, query tile): dQ, summed over key tiles, recomputing P again.
@@ -31,7 +31,7 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 // Pass 1's results, one float per query row, indexed [(b * heads_q + h) * seqlen_q + i].
 struct RowStats {
     float* delta;  // rowsum(dout ∘ out)
-    float* lse2;   // lse * log2(e); +inf where lse is -inf, so that such a row's P is 0 rather than NaN
+    float* lse;    // the forward's lse; +inf where it is -inf, so that such a row's P is 0 rather than NaN
 };
 
 FA4J_INLINE int64_t stats_index(const AttentionShape& shape, int64_t b, int64_t h, int64_t i) {
@@ -40,33 +40,43 @@ FA4J_INLINE int64_t stats_index(const AttentionShape& shape, int64_t b, int64_t 
 
 // The statistics of rows [i0, i0 + rows) of one head, padded to rows_pad with rows that have P = 0.
 FA4J_INLINE void load_row_stats(const AttentionShape& shape, const RowStats& stats, int64_t b, int64_t h, int64_t i0,
-                                int rows, int rows_pad, float* lse2, float* delta) {
+                                int rows, int rows_pad, float* lse, float* delta) {
     const int64_t first = stats_index(shape, b, h, i0);
     for (int r = 0; r < rows; ++r) {
-        lse2[r] = stats.lse2[first + r];
+        lse[r] = stats.lse[first + r];
         delta[r] = stats.delta[first + r];
     }
     for (int r = rows; r < rows_pad; ++r) {
-        lse2[r] = kInf;
+        lse[r] = kInf;
         delta[r] = 0.0f;
     }
 }
 
-// row[j] = P = 2^(scale_log2 * s - lse2) for j < visible, else 0; `row` holds raw scores s on entry.
+// P = exp(scale·s - lse), recomputed from the raw score s. scale·s is rounded to float before lse is
+// subtracted, as the forward rounded max·|scale| into lse (attention_forward_cpu.cpp): the row maximum
+// then gets exactly exp(-ln sum), also where scores are so large that lse's rounding error exceeds 1
+// (a fused scale·s - lse would give the maximum 2^±(that error), anything from 0 to overflow). Capped
+// at 1: an lse that does not belong to these scores may not make P overflow.
 template <class Isa>
-FA4J_INLINE void probabilities_row(float* row, int n, int visible, float scale_log2, float lse2) {
+FA4J_INLINE float recomputed_probability(float s, float scale, float lse) {
+    return probability_exp2<Isa>((s * scale - lse) * kLog2e);
+}
+
+// row[j] = P for j < visible, else 0; `row` holds raw scores s on entry.
+template <class Isa>
+FA4J_INLINE void probabilities_row(float* row, int n, int visible, float scale, float lse) {
 #pragma omp simd
-    for (int j = 0; j < n; ++j) row[j] = fast_exp2<Isa>(madd<Isa>(row[j], scale_log2, -lse2));
+    for (int j = 0; j < n; ++j) row[j] = recomputed_probability<Isa>(row[j], scale, lse);
     fill_floats(row + visible, n - visible, 0.0f);
 }
 
-// The transposed case: one key's scores against queries i, each with its own lse2[i]; queries
+// The transposed case: one key's scores against queries i, each with its own lse[i]; queries
 // [first, end) attend the key. Masking is a separate pass: with a select in the loop GCC computes the
 // exponential only for selected lanes, which needs branches and so stays scalar.
 template <class Isa>
-FA4J_INLINE void probabilities_column(float* row, int n, int first, int end, float scale_log2, const float* lse2) {
+FA4J_INLINE void probabilities_column(float* row, int n, int first, int end, float scale, const float* lse) {
 #pragma omp simd
-    for (int i = 0; i < n; ++i) row[i] = fast_exp2<Isa>(madd<Isa>(row[i], scale_log2, -lse2[i]));
+    for (int i = 0; i < n; ++i) row[i] = recomputed_probability<Isa>(row[i], scale, lse[i]);
     fill_floats(row, first, 0.0f);
     fill_floats(row + end, n - end, 0.0f);
 }
@@ -91,13 +101,17 @@ struct StatsKernel {
         load_tile<Elem>(p.out, b, h, i0, rows, rows, d, out);
         const float* lse = p.lse.data + b * p.lse.batch_stride + h * p.lse.head_stride;
         for (int r = 0; r < rows; ++r) {
+            // Summed in the order, and with the fused steps, of the tile products that give dP = dout·v
+            // (tile_matmul.hpp): where a row's softmax is one-hot, out is that key's v exactly, and
+            // dS = P·(dP - D) is then exactly 0, as in exact arithmetic. Any other order leaves the
+            // rounding difference of two large sums, which dq = scale·dS·k can blow up beyond the
+            // gradient itself (inputs of 1e4 gave errors of 1e10 where the gradient is 0).
             float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-            for (int c = 0; c < d; ++c) dot += dout[r * d + c] * out[r * d + c];
+            for (int c = 0; c < d; ++c) dot = madd<Isa>(dout[r * d + c], out[r * d + c], dot);
             const int64_t index = stats_index(shape, b, h, i0 + r);
             const float row_lse = lse[(i0 + r) * p.lse.seq_stride];
             stats.delta[index] = dot;
-            stats.lse2[index] = row_lse == -kInf ? kInf : row_lse * kLog2e;
+            stats.lse[index] = row_lse == -kInf ? kInf : row_lse;
         }
     }
 };
@@ -108,12 +122,12 @@ struct StatsKernel {
 struct KeyPassScratch {
     explicit KeyPassScratch(int d)
         : kt(d * kBlockK), vt(d * kBlockK), dk(kBlockK * d), dv(kBlockK * d), q(kBlockQ * d), dout(kBlockQ * d),
-          p(kBlockQ * kBlockK), ds(kBlockQ * kBlockK), lse2(kBlockQ), delta(kBlockQ) {}
-    FloatBuffer kt, vt;       // [d x keys_pad]
-    FloatBuffer dk, dv;       // [keys_pad x d]
-    FloatBuffer q, dout;      // [rows_pad x d]
-    FloatBuffer p, ds;        // [rows_pad x keys_pad]: P, and dP turned into dS in place
-    FloatBuffer lse2, delta;  // [rows_pad]
+          p(kBlockQ * kBlockK), ds(kBlockQ * kBlockK), lse(kBlockQ), delta(kBlockQ) {}
+    FloatBuffer kt, vt;      // [d x keys_pad]
+    FloatBuffer dk, dv;      // [keys_pad x d]
+    FloatBuffer q, dout;     // [rows_pad x d]
+    FloatBuffer p, ds;       // [rows_pad x keys_pad]: P, and dP turned into dS in place
+    FloatBuffer lse, delta;  // [rows_pad]
 };
 
 struct KeyPassKernel {
@@ -125,7 +139,7 @@ struct KeyPassKernel {
         const int d = static_cast<int>(shape.head_dim);
         const auto [b, h_kv, j0, keys] = key_tile_of_task(shape, task);
         const int keys_pad = round_up(keys, kRowPad);
-        const float scale_log2 = config.softmax_scale * kLog2e;
+        const float scale = config.softmax_scale;
 
         float* const kt = w.kt.get();
         float* const vt = w.vt.get();
@@ -135,7 +149,7 @@ struct KeyPassKernel {
         float* const dout = w.dout.get();
         float* const p = w.p.get();
         float* const ds = w.ds.get();
-        float* const lse2 = w.lse2.get();
+        float* const lse = w.lse.get();
         float* const delta = w.delta.get();
 
         load_tile_transposed<Elem>(problem.k, b, h_kv, j0, keys, keys_pad, d, kt);
@@ -150,12 +164,12 @@ struct KeyPassKernel {
                 const int rows_pad = round_up(rows, kRowPad);
                 load_tile<Elem>(problem.q, b, h, i0, rows, rows_pad, d, q);
                 load_tile<Elem>(problem.dout, b, h, i0, rows, rows_pad, d, dout);
-                load_row_stats(shape, stats, b, h, i0, rows, rows_pad, lse2, delta);
+                load_row_stats(shape, stats, b, h, i0, rows, rows_pad, lse, delta);
 
                 matmul<Isa, false>(rows_pad, keys_pad, d, q, d, kt, keys_pad, p, keys_pad);  // S = Q Kᵀ
                 for (int r = 0; r < rows_pad; ++r) {
                     const int visible = r < rows ? visible_keys(config, i0 + r, j0, keys) : 0;
-                    probabilities_row<Isa>(p + r * keys_pad, keys_pad, visible, scale_log2, lse2[r]);
+                    probabilities_row<Isa>(p + r * keys_pad, keys_pad, visible, scale, lse[r]);
                 }
                 matmul<Isa, true, true>(keys_pad, d, rows_pad, p, keys_pad, dout, d, dv, d);   // dV += Pᵀ dO
                 matmul<Isa, false>(rows_pad, keys_pad, d, dout, d, vt, keys_pad, ds, keys_pad);  // dP = dO Vᵀ
@@ -169,8 +183,8 @@ struct KeyPassKernel {
                 matmul<Isa, true, true>(keys_pad, d, rows_pad, ds, keys_pad, q, d, dk, d);  // dK += dSᵀ Q (unscaled)
             }
         }
-        store_tile<Elem>(dk, config.softmax_scale, problem.dk, b, h_kv, j0, keys, d);
-        store_tile<Elem>(dv, 1.0f, problem.dv, b, h_kv, j0, keys, d);
+        store_tile<Elem, true>(dk, config.softmax_scale, problem.dk, b, h_kv, j0, keys, d);
+        store_tile<Elem, true>(dv, 1.0f, problem.dv, b, h_kv, j0, keys, d);
     }
 };
 
@@ -181,12 +195,12 @@ struct KeyPassKernel {
 struct QueryPassScratch {
     explicit QueryPassScratch(int d)
         : qt(d * kBlockQ), doutt(d * kBlockQ), dq(kBlockQ * d), k(kBlockK * d), v(kBlockK * d),
-          pt(kBlockK * kBlockQ), dst(kBlockK * kBlockQ), lse2(kBlockQ), delta(kBlockQ) {}
-    FloatBuffer qt, doutt;    // [d x rows_pad]
-    FloatBuffer dq;           // [rows_pad x d]
-    FloatBuffer k, v;         // [keys_pad x d]
-    FloatBuffer pt, dst;      // [keys_pad x rows_pad]: Pᵀ, and dPᵀ turned into dSᵀ in place
-    FloatBuffer lse2, delta;  // [rows_pad]
+          pt(kBlockK * kBlockQ), dst(kBlockK * kBlockQ), lse(kBlockQ), delta(kBlockQ) {}
+    FloatBuffer qt, doutt;   // [d x rows_pad]
+    FloatBuffer dq;          // [rows_pad x d]
+    FloatBuffer k, v;        // [keys_pad x d]
+    FloatBuffer pt, dst;     // [keys_pad x rows_pad]: Pᵀ, and dPᵀ turned into dSᵀ in place
+    FloatBuffer lse, delta;  // [rows_pad]
 };
 
 struct QueryPassKernel {
@@ -199,7 +213,7 @@ struct QueryPassKernel {
         const auto [b, h, i0, rows] = query_tile_of_task(shape, task);
         const int64_t h_kv = h / shape.group_size();
         const int rows_pad = round_up(rows, kRowPad);
-        const float scale_log2 = config.softmax_scale * kLog2e;
+        const float scale = config.softmax_scale;
         const int64_t offset = shape.causal_offset();
 
         float* const qt = w.qt.get();
@@ -209,12 +223,12 @@ struct QueryPassKernel {
         float* const v = w.v.get();
         float* const pt = w.pt.get();
         float* const dst = w.dst.get();
-        float* const lse2 = w.lse2.get();
+        float* const lse = w.lse.get();
         float* const delta = w.delta.get();
 
         load_tile_transposed<Elem>(problem.q, b, h, i0, rows, rows_pad, d, qt);
         load_tile_transposed<Elem>(problem.dout, b, h, i0, rows, rows_pad, d, doutt);
-        load_row_stats(shape, stats, b, h, i0, rows, rows_pad, lse2, delta);
+        load_row_stats(shape, stats, b, h, i0, rows, rows_pad, lse, delta);
         fill_floats(dq, rows_pad * d, 0.0f);
 
         const int64_t key_end = key_end_for_rows(config, i0, rows);
@@ -229,7 +243,7 @@ struct QueryPassKernel {
                 const int first =
                     config.causal ? static_cast<int>(std::clamp<int64_t>(j0 + jj - offset - i0, 0, rows)) : 0;
                 const int end = jj < keys ? rows : 0;
-                probabilities_column<Isa>(pt + jj * rows_pad, rows_pad, first, end, scale_log2, lse2);
+                probabilities_column<Isa>(pt + jj * rows_pad, rows_pad, first, end, scale, lse);
             }
             matmul<Isa, false>(keys_pad, rows_pad, d, v, d, doutt, rows_pad, dst, rows_pad);  // dPᵀ = V dOᵀ
             for (int jj = 0; jj < keys_pad; ++jj) {
@@ -240,7 +254,7 @@ struct QueryPassKernel {
             }
             matmul<Isa, true, true>(rows_pad, d, keys_pad, dst, rows_pad, k, d, dq, d);  // dQ += dS K (unscaled)
         }
-        store_tile<Elem>(dq, config.softmax_scale, problem.dq, b, h, i0, rows, d);
+        store_tile<Elem, true>(dq, config.softmax_scale, problem.dq, b, h, i0, rows, d);
     }
 };
 
@@ -268,8 +282,8 @@ void attention_backward(const BackwardProblem& problem) {
     const int64_t k_tiles = shape.batch * shape.heads_kv * ceil_div(shape.seqlen_k, kBlockK);
 
     const size_t rows = static_cast<size_t>(shape.batch * shape.heads_q * shape.seqlen_q);
-    std::vector<float> delta(rows), lse2(rows);
-    const RowStats stats{delta.data(), lse2.data()};
+    std::vector<float> delta(rows), lse(rows);
+    const RowStats stats{delta.data(), lse.data()};
 
     run_pass<StatsKernel, StatsScratch>(problem, stats, threads, isa, q_tiles);
     run_pass<KeyPassKernel, KeyPassScratch>(problem, stats, threads, isa, k_tiles);

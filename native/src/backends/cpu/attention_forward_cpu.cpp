@@ -6,6 +6,7 @@
 // Scores are computed transposed, Sᵀ = K Qᵀ (keys are rows): then Qᵀ is made once per task, key and
 // value tiles are used as stored, and the softmax statistics of all queries update together along
 // vector lanes.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -33,15 +34,21 @@ struct ForwardScratch {
     FloatBuffer k, v;         // [keys_pad x d]
     FloatBuffer st;           // [keys_pad x rows_pad]: scores, then probabilities
     FloatBuffer acc;          // [rows_pad x d]: unnormalised output
-    FloatBuffer running_max;  // per query, log2 domain
-    FloatBuffer running_sum;  // per query: sum of 2^(score - running_max)
+    FloatBuffer running_max;  // per query: the largest score seen (a raw dot product, see below)
+    FloatBuffer running_sum;  // per query: sum of 2^((score - running_max) * scale_log2)
     FloatBuffer tile_max, tile_sum, alpha;  // per query, for the current key tile
 };
 
-// Turns the raw scores Sᵀ [keys_pad x rows_pad] of one key tile into unnormalised probabilities
-// 2^(scale * q·k - max), folds them into each query's running maximum and sum, and leaves in `alpha` the
-// factor each query's output accumulator must be multiplied by before this tile is added.
+// Turns the scores Sᵀ [keys_pad x rows_pad] of one key tile into unnormalised probabilities
+// 2^((s - max) * scale_log2), folds them into each query's running maximum and sum, and leaves in
+// `alpha` the factor each query's output accumulator must be multiplied by before this tile is added.
 // `first_visible(j)` is the first query that may attend key j of the tile.
+//
+// Scores stay raw dot products (with the sign of the scale folded into q, so that the largest one
+// carries the most weight) and the maximum is subtracted before scaling: the maximum's probability is
+// exactly 1 and every other one lies in [0, 1] whatever the scale. Scaling first would leave,
+// for a scale that takes scores out of float32, Inf - Inf = NaN; for a merely large one (1e10), max
+// subtraction of rounded products.
 template <class Isa, class FirstVisible>
 FA4J_INLINE void online_softmax_tile(ForwardScratch& w, int keys_pad, int rows_pad, float scale_log2,
                                      FirstVisible first_visible) {
@@ -55,10 +62,7 @@ FA4J_INLINE void online_softmax_tile(ForwardScratch& w, int keys_pad, int rows_p
     fill_floats(tile_max, rows_pad, -kInf);
     for (int j = 0; j < keys_pad; ++j) {
         float* row = st + j * rows_pad;
-        const int first = first_visible(j);
-#pragma omp simd
-        for (int i = 0; i < rows_pad; ++i) row[i] *= scale_log2;
-        fill_floats(row, first, -kInf);
+        fill_floats(row, first_visible(j), -kInf);
 #pragma omp simd
         for (int i = 0; i < rows_pad; ++i) tile_max[i] = row[i] > tile_max[i] ? row[i] : tile_max[i];
     }
@@ -70,7 +74,7 @@ FA4J_INLINE void online_softmax_tile(ForwardScratch& w, int keys_pad, int rows_p
             tile_max[i] = 0.0f;
             alpha[i] = 1.0f;
         } else {
-            alpha[i] = std::exp2(running_max[i] - new_max);  // 0 while running_max is still -inf
+            alpha[i] = std::exp2((running_max[i] - new_max) * scale_log2);  // 0 while running_max is -inf
             running_max[i] = new_max;
             tile_max[i] = new_max;
         }
@@ -80,12 +84,22 @@ FA4J_INLINE void online_softmax_tile(ForwardScratch& w, int keys_pad, int rows_p
         float* row = st + j * rows_pad;
 #pragma omp simd
         for (int i = 0; i < rows_pad; ++i) {
-            row[i] = fast_exp2<Isa>(row[i] - tile_max[i]);
+            row[i] = probability_exp2<Isa>((row[i] - tile_max[i]) * scale_log2);
             tile_sum[i] += row[i];
         }
     }
 #pragma omp simd
     for (int i = 0; i < rows_pad; ++i) running_sum[i] = madd<Isa>(running_sum[i], alpha[i], tile_sum[i]);
+}
+
+// Logsumexp of a row from its largest raw score (sign of the scale folded in) and its sum of
+// probabilities relative to it: max·|scale| rounded to float first, exactly as the backward rounds
+// scale·s when it recomputes P = exp(scale·s - lse), so that the row maximum gets P = 1/sum there.
+// Saturates at ±FLT_MAX (reachable only with float32 or bfloat16 inputs beyond the float16 range).
+FA4J_INLINE float row_logsumexp(float max_score, float abs_scale, float sum) {
+    if (!(sum > 0.0f)) return -kInf;  // attends nothing
+    const float lse = max_score * abs_scale + std::log(sum);
+    return std::clamp(lse, -std::numeric_limits<float>::max(), std::numeric_limits<float>::max());
 }
 
 FA4J_INLINE void scale_row(float* row, int n, float factor) {
@@ -102,7 +116,11 @@ struct ForwardKernel {
         const auto [b, h, i0, rows] = query_tile_of_task(shape, task);
         const int64_t h_kv = h / shape.group_size();
         const int rows_pad = round_up(rows, kRowPad);
-        const float scale_log2 = config.softmax_scale * kLog2e;
+        // exp2 wants scale·log2(e); the scale's sign is folded into q below. A zero scale (uniform
+        // attention) becomes the smallest normal float, which gives the same probabilities but keeps
+        // masked scores at -inf rather than -inf·0 = NaN.
+        const float abs_scale = std::fabs(config.softmax_scale);
+        const float scale_log2 = abs_scale > 0.0f ? softmax_scale_log2(abs_scale) : std::numeric_limits<float>::min();
         const int64_t offset = shape.causal_offset();
 
         float* const qt = w.qt.get();
@@ -115,6 +133,7 @@ struct ForwardKernel {
         float* const running_sum = w.running_sum.get();
 
         load_tile_transposed<Elem>(p.q, b, h, i0, rows, rows_pad, d, qt);
+        if (config.softmax_scale < 0.0f) scale_row(qt, d * rows_pad, -1.0f);  // the largest score is then the max
         fill_floats(running_max, rows_pad, -kInf);
         fill_floats(running_sum, rows_pad, 0.0f);
         fill_floats(acc, rows_pad * d, 0.0f);
@@ -141,7 +160,7 @@ struct ForwardKernel {
             const float sum = running_sum[r];
             // A query that attends nothing keeps sum 0: its output is 0 and its logsumexp -inf.
             scale_row(acc + r * d, d, sum > 0.0f ? 1.0f / sum : 0.0f);
-            lse[(i0 + r) * p.lse.seq_stride] = sum > 0.0f ? running_max[r] * kLn2 + std::log(sum) : -kInf;
+            lse[(i0 + r) * p.lse.seq_stride] = row_logsumexp(running_max[r], abs_scale, sum);
         }
         store_tile<Elem>(acc, 1.0f, p.out, b, h, i0, rows, d);
     }

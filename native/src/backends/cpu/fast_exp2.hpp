@@ -1,7 +1,8 @@
 // 2^x for the softmax, written so that loops over a score row vectorise. libm's expf/exp2f are opaque
 // scalar calls without -ffast-math (which the build avoids), and one exponential per score costs as much
-// as a sizeable part of the score's two dot products. The kernels keep scores in the log2 domain
-// (log2(e) is folded into the softmax scale once), so exp2 is what they need.
+// as a sizeable part of the score's two dot products. The kernels take score differences to log2
+// units before exponentiating (log2(e) folded into the factor they multiply by anyway), so exp2 is what
+// they need.
 #pragma once
 
 #include <algorithm>
@@ -12,10 +13,12 @@
 
 namespace fa4j::cpu {
 
-// Within 2 ulp of 2^x for |x| < 127; 0 for x <= -127 (including -inf), 2^127 for x >= 127, NaN for NaN.
+// 2^min(x, 0), a softmax probability: never above 1, also where rounding (or a logsumexp that does
+// not belong to the scores) leaves x above 0. Within 2 ulp of 2^x for -127 < x <= 0; 0 for x <= -127
+// (including -inf); NaN for NaN.
 template <class Isa>
-FA4J_INLINE float fast_exp2(float x) {
-    // Clamp x to [-127, 127] on its integer image: sign-magnitude turned into two's complement orders
+FA4J_INLINE float probability_exp2(float x) {
+    // Clamp x to [-127, 0] on its integer image: sign-magnitude turned into two's complement orders
     // like the floats. All of it is branch-free integer arithmetic on purpose: under the default
     // -ftrapping-math GCC will not turn float comparisons into vector selects, and it splits integer
     // ternaries into paths that duplicate the float work below, either way leaving the loop scalar.
@@ -25,7 +28,7 @@ FA4J_INLINE float fast_exp2(float x) {
     const uint32_t magnitude = x_bits & 0x7fffffffu;
     const int32_t x_sign = -static_cast<int32_t>(x_bits >> 31);  // 0 or -1
     int32_t key = (static_cast<int32_t>(magnitude) ^ x_sign) - x_sign;
-    key = std::min(std::max(key, -k127), k127);
+    key = std::min(std::max(key, -k127), 0);
     const int32_t key_sign = -static_cast<int32_t>(static_cast<uint32_t>(key) >> 31);
     const uint32_t clamped_bits =
         static_cast<uint32_t>((key ^ key_sign) - key_sign) | (static_cast<uint32_t>(key_sign) & 0x80000000u);

@@ -3,8 +3,10 @@
 // zero-filled so that padding contributes nothing to the matrix products.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 #include "backends/cpu/simd.hpp"
 #include "core/attention_problem.hpp"
@@ -12,8 +14,10 @@
 
 namespace fa4j::cpu {
 
+// kMaxFinite: the largest finite value of the dtype, where saturating stores stop.
 struct F32Elem {
     using Storage = float;
+    static constexpr float kMaxFinite = std::numeric_limits<float>::max();
     static FA4J_INLINE float to_float(float x) { return x; }
     static FA4J_INLINE float from_float(float x) { return x; }
 };
@@ -40,12 +44,14 @@ FA4J_INLINE float f16_to_float_branchless(uint16_t h) {
 
 struct F16Elem {
     using Storage = uint16_t;
+    static constexpr float kMaxFinite = 65504.0f;
     static FA4J_INLINE float to_float(uint16_t x) { return f16_to_float_branchless(x); }
     static FA4J_INLINE uint16_t from_float(float x) { return float_to_f16(x); }
 };
 
 struct Bf16Elem {
     using Storage = uint16_t;
+    static constexpr float kMaxFinite = 3.3895313892515355e38f;  // 0x7f7f: above it float rounds to infinity
     static FA4J_INLINE float to_float(uint16_t x) { return bf16_to_float(x); }
     static FA4J_INLINE uint16_t from_float(float x) { return float_to_bf16(x); }
 };
@@ -86,14 +92,22 @@ FA4J_INLINE void load_tile_transposed(const SeqTensor& t, int64_t b, int64_t h, 
 }
 
 // t[b, s0 + r, h, c] = factor * src[r][c] (row length d) for r < rows, rounded to the tensor's dtype.
-template <class Elem>
+// kSaturate: values beyond the dtype's range (infinities included) become ±kMaxFinite, NaN stays NaN.
+// For results whose exact value is finite but too large for the dtype (a gradient of float16 inputs
+// near 65504, scale·dS·k past float32): the nearest finite value rather than an infinity that would
+// turn into NaN downstream. Forward outputs need none: out is a convex combination of v.
+template <class Elem, bool kSaturate = false>
 FA4J_INLINE void store_tile(const float* src, float factor, const SeqTensor& t, int64_t b, int64_t h, int64_t s0,
                             int rows, int d) {
     for (int r = 0; r < rows; ++r) {
         typename Elem::Storage* dst = seq_row<Elem>(t, b, s0 + r, h);
         const float* in = src + r * d;
 #pragma omp simd
-        for (int c = 0; c < d; ++c) dst[c] = Elem::from_float(factor * in[c]);
+        for (int c = 0; c < d; ++c) {
+            float x = factor * in[c];
+            if constexpr (kSaturate) x = std::min(std::max(x, -Elem::kMaxFinite), Elem::kMaxFinite);
+            dst[c] = Elem::from_float(x);
+        }
     }
 }
 

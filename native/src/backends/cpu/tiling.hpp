@@ -10,6 +10,7 @@
 
 #include "backends/cpu/simd.hpp"
 #include "core/attention_problem.hpp"
+#include "core/softmax_scale.hpp"
 
 namespace fa4j::cpu {
 
@@ -24,9 +25,6 @@ constexpr int kBlockK = 64;
 // columns to a multiple of the narrowest register-block width. head_dim is a multiple of 8 already.
 constexpr int kRowPad = 8;
 constexpr int kColPad = 8;
-
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
 
 inline int round_up(int value, int multiple) { return (value + multiple - 1) / multiple * multiple; }
 
