@@ -184,10 +184,33 @@ FA4J_API fa4j_status fa4j_cuda_device_synchronize(int32_t device);
  * 16-byte alignment (every tensor's first element at a multiple of 16 bytes, and batch, sequence and
  * head strides that are multiples of 8 elements). Anything else returns FA4J_ERROR_UNSUPPORTED with a
  * message saying what is missing; nothing is written then.
+ *
+ * Representable range. Results are finite, and within the FlashAttention tolerance of a float64
+ * reference, when every element of q, k, v and dout lies within the float16 range (|x| <= 65504: any
+ * float16 tensor, and float32 or bfloat16 tensors of such values) and
+ *     |softmax_scale| * head_dim * 65504^2 <= 2^126     (|softmax_scale| <= 3.1e26 at head_dim 64);
+ * then scale·q·k, lse and every float32 sum of products stay finite. A larger scale is refused with
+ * FA4J_ERROR_INVALID_ARGUMENT (this also covers scale·log2(e), the kernels' exp2 factor, overflowing
+ * float). Within the range:
+ *  - scores too large for a soft maximum (a scale of 1e10, inputs of 1e4) give the hard maximum: the
+ *    largest score's probability is exactly 1, and never more than 1 anywhere;
+ *  - a result whose exact value exceeds the output dtype saturates at its largest finite value instead
+ *    of becoming infinite: ±65504 for float16 (e.g. dv of inputs near 65504), ±3.3895e38 for bfloat16,
+ *    ±FLT_MAX for float32 and for lse;
+ *  - the backward recomputes P = exp(scale·q·k - lse), capped at 1, so an lse that does not belong to
+ *    the scores cannot make it overflow. lse is a float32 and rounds by |lse|·2^-24: on the CPU, rows
+ *    with |lse| > 128 rerun the forward's softmax statistics instead (exact). On CUDA, where the
+ *    rounding exceeds the spread of a row's top scores (|lse| beyond ~1e7, scores tied within it),
+ *    their probabilities are recomputed up to that factor, and with scores that large dq and dk of
+ *    one-hot rows also carry the float32 rounding difference of dO·v and rowsum(dO∘out) times the
+ *    scale (both are exactly equal there), as FlashAttention's do. The CUDA float16 backward rounds
+ *    dS = P∘(dP - D) to float16 for the tensor cores, saturating where |dS| > 65504.
+ * Beyond the range (float32 or bfloat16 inputs larger than 65504) nothing is guaranteed.
  */
 typedef struct fa4j_attention_params {
     size_t struct_size;
-    /* Multiplies q·kᵀ before the softmax; must be finite (callers usually pass 1/sqrt(head_dim)). */
+    /* Multiplies q·kᵀ before the softmax; must be finite and within the representable range below
+     * (callers usually pass 1/sqrt(head_dim)). */
     float softmax_scale;
     /* Non-zero: causal mask as above. */
     int32_t causal;

@@ -52,6 +52,35 @@ inline double check_tolerance(Outcome& o, const char* name, const View& kernel, 
     return tol;
 }
 
+// check_tolerance with a per-element allowance (accumulation_allowance.hpp) added to the bound:
+// max_n (|kernel_n - ref_n| - allowance_n) <= 2 · max |plain - ref| + eps, NaN never passing.
+inline double check_tolerance_with_allowance(Outcome& o, const char* name, const View& kernel,
+                                             const std::vector<double>& ref, const std::vector<float>& plain, Dt dt,
+                                             const std::vector<double>& allowance) {
+    double excess = 0, err_plain = 0, widest = 0;
+    bool bad = false;
+    const Dt stored = kernel.buffer->dt;
+    for (int64_t n = 0; n < kernel.count(); ++n) {
+        const size_t i = static_cast<size_t>(n);
+        const double x = kernel.get(n), r = saturate(stored, ref[i]);
+        if (std::isinf(r)) {
+            if (x != r) bad = true;
+            continue;
+        }
+        if (!std::isfinite(x)) bad = true;
+        else excess = std::max(excess, std::fabs(x - r) - allowance[i]);
+        err_plain = std::max(err_plain, std::fabs(plain[i] - r));
+        widest = std::max(widest, allowance[i]);
+    }
+    const double tol = 2 * err_plain + tolerance_eps(dt);
+    char text[128];
+    std::snprintf(text, sizeof text, " %s %.1e/%.1e(+<=%.1e)", name, std::max(excess, 0.0), tol, widest);
+    o.detail += text;
+    if (bad) fail(o, std::string(name) + " not finite or -inf mismatch");
+    else if (excess > tol) fail(o, std::string(name) + " error above tolerance and allowance");
+    return tol;
+}
+
 // Largest |a - b| over two views of one shape; equal infinities count as 0, anything else
 // non-finite as infinity (so it can never pass a bound).
 inline double max_difference(const View& a, const View& b) {

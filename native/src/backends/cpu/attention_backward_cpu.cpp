@@ -1,7 +1,8 @@
 // FlashAttention-2 backward on the CPU, in three passes that need no atomics and give the same bits
 // whatever the thread count, because every output element is owned by exactly one task and summed in
 // a fixed order:
-//   1. per query row: D = rowsum(dout ∘ out);
+//   1. per query row: D = rowsum(dout ∘ out), and how P will be recomputed (from lse, or for rows
+//      whose lse is too large for that, from the forward's softmax statistics, rerun here);
 //   2. per (batch, kv head, key tile): dK and dV, summed over every query head of the group and every
 //      query tile, recomputing P = exp(S - lse) on the way;
 //   3. per (batch, query head, query tile): dQ, summed over key tiles, recomputing P again.
@@ -10,6 +11,7 @@
 // task (K and V in pass 2, Q and dO in pass 3) is the one transposed, once, and the tiles it streams
 // are used as stored.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <limits>
 #include <memory>
@@ -18,6 +20,7 @@
 #include "backends/cpu/cpu_attention.hpp"
 #include "backends/cpu/fast_exp2.hpp"
 #include "backends/cpu/kernel_select.hpp"
+#include "backends/cpu/online_softmax.hpp"
 #include "backends/cpu/thread_pool.hpp"
 #include "backends/cpu/tile_io.hpp"
 #include "backends/cpu/tile_matmul.hpp"
@@ -26,57 +29,80 @@
 namespace fa4j::cpu {
 namespace {
 
-constexpr float kInf = std::numeric_limits<float>::infinity();
-
-// Pass 1's results, one float per query row, indexed [(b * heads_q + h) * seqlen_q + i].
+// Pass 1's results, one float per query row, indexed [(b * heads_q + h) * seqlen_q + i]. A row's
+// probabilities are recomputed as P = 2^min((s·mul - ref)·factor - log2_norm, 0) from raw scores s:
+//   from lse      mul = scale, ref = lse, factor = log2(e), log2_norm = 0. scale·s is rounded to float
+//                 before lse is subtracted, as the forward rounded max·|scale| into lse (online_softmax.hpp):
+//                 the row maximum then gets exactly exp(-ln sum). ref = +inf where lse is -inf (the row
+//                 attends nothing), so that its P is 0 rather than NaN.
+//   recomputed    mul = ±1 (the scale's sign), ref = the forward's running maximum, factor = |scale|·log2(e),
+//                 log2_norm = log2(sum): the forward's own probabilities, for rows whose |lse| exceeds
+//                 kLseRecomputeLimit (core/softmax_scale.hpp), where lse's rounding would show.
+// The cap at 1 keeps P finite also for an lse that does not belong to these scores.
 struct RowStats {
     float* delta;  // rowsum(dout ∘ out)
-    float* lse;    // the forward's lse; +inf where it is -inf, so that such a row's P is 0 rather than NaN
+    float* mul;
+    float* ref;
+    float* factor;
+    float* log2_norm;
+};
+
+// A row's recipe for P (see RowStats), copied into a task's lane arrays.
+struct RowRecipes {
+    explicit RowRecipes(size_t n) : mul(n), ref(n), factor(n), log2_norm(n), delta(n) {}
+    FloatBuffer mul, ref, factor, log2_norm, delta;
 };
 
 FA4J_INLINE int64_t stats_index(const AttentionShape& shape, int64_t b, int64_t h, int64_t i) {
     return (b * shape.heads_q + h) * shape.seqlen_q + i;
 }
 
-// The statistics of rows [i0, i0 + rows) of one head, padded to rows_pad with rows that have P = 0.
+// The recipes of rows [i0, i0 + rows) of one head, padded to rows_pad with rows that have P = 0.
 FA4J_INLINE void load_row_stats(const AttentionShape& shape, const RowStats& stats, int64_t b, int64_t h, int64_t i0,
-                                int rows, int rows_pad, float* lse, float* delta) {
+                                int rows, int rows_pad, RowRecipes& out) {
     const int64_t first = stats_index(shape, b, h, i0);
     for (int r = 0; r < rows; ++r) {
-        lse[r] = stats.lse[first + r];
-        delta[r] = stats.delta[first + r];
+        out.mul.get()[r] = stats.mul[first + r];
+        out.ref.get()[r] = stats.ref[first + r];
+        out.factor.get()[r] = stats.factor[first + r];
+        out.log2_norm.get()[r] = stats.log2_norm[first + r];
+        out.delta.get()[r] = stats.delta[first + r];
     }
     for (int r = rows; r < rows_pad; ++r) {
-        lse[r] = kInf;
-        delta[r] = 0.0f;
+        out.mul.get()[r] = 1.0f;
+        out.ref.get()[r] = kInf;
+        out.factor.get()[r] = kLog2e;
+        out.log2_norm.get()[r] = 0.0f;
+        out.delta.get()[r] = 0.0f;
     }
 }
 
-// P = exp(scale·s - lse), recomputed from the raw score s. scale·s is rounded to float before lse is
-// subtracted, as the forward rounded max·|scale| into lse (attention_forward_cpu.cpp): the row maximum
-// then gets exactly exp(-ln sum), also where scores are so large that lse's rounding error exceeds 1
-// (a fused scale·s - lse would give the maximum 2^±(that error), anything from 0 to overflow). Capped
-// at 1: an lse that does not belong to these scores may not make P overflow.
 template <class Isa>
-FA4J_INLINE float recomputed_probability(float s, float scale, float lse) {
-    return probability_exp2<Isa>((s * scale - lse) * kLog2e);
+FA4J_INLINE float recomputed_probability(float s, float mul, float ref, float factor, float log2_norm) {
+    return probability_exp2<Isa>((s * mul - ref) * factor - log2_norm);
 }
 
-// row[j] = P for j < visible, else 0; `row` holds raw scores s on entry.
+// row[j] = P of query row r for j < visible, else 0; `row` holds raw scores s on entry.
 template <class Isa>
-FA4J_INLINE void probabilities_row(float* row, int n, int visible, float scale, float lse) {
+FA4J_INLINE void probabilities_row(float* row, int n, int visible, const RowRecipes& recipes, int r) {
+    const float mul = recipes.mul.get()[r], ref = recipes.ref.get()[r];
+    const float factor = recipes.factor.get()[r], log2_norm = recipes.log2_norm.get()[r];
 #pragma omp simd
-    for (int j = 0; j < n; ++j) row[j] = recomputed_probability<Isa>(row[j], scale, lse);
+    for (int j = 0; j < n; ++j) row[j] = recomputed_probability<Isa>(row[j], mul, ref, factor, log2_norm);
     fill_floats(row + visible, n - visible, 0.0f);
 }
 
-// The transposed case: one key's scores against queries i, each with its own lse[i]; queries
+// The transposed case: one key's scores against queries i, each with its own recipe; queries
 // [first, end) attend the key. Masking is a separate pass: with a select in the loop GCC computes the
 // exponential only for selected lanes, which needs branches and so stays scalar.
 template <class Isa>
-FA4J_INLINE void probabilities_column(float* row, int n, int first, int end, float scale, const float* lse) {
+FA4J_INLINE void probabilities_column(float* row, int n, int first, int end, const RowRecipes& recipes) {
+    const float* mul = recipes.mul.get();
+    const float* ref = recipes.ref.get();
+    const float* factor = recipes.factor.get();
+    const float* log2_norm = recipes.log2_norm.get();
 #pragma omp simd
-    for (int i = 0; i < n; ++i) row[i] = recomputed_probability<Isa>(row[i], scale, lse[i]);
+    for (int i = 0; i < n; ++i) row[i] = recomputed_probability<Isa>(row[i], mul[i], ref[i], factor[i], log2_norm[i]);
     fill_floats(row, first, 0.0f);
     fill_floats(row + end, n - end, 0.0f);
 }
@@ -84,15 +110,16 @@ FA4J_INLINE void probabilities_column(float* row, int n, int first, int end, flo
 // ------------------------------------------------------------------------------------------------
 // Pass 1: one task per (batch, head, query tile).
 
-struct StatsScratch {
-    explicit StatsScratch(int d) : dout(kBlockQ * d), out(kBlockQ * d) {}
+struct StatsScratch : SoftmaxScratch {
+    explicit StatsScratch(int d) : SoftmaxScratch(d), dout(kBlockQ * d), out(kBlockQ * d) {}
     FloatBuffer dout, out;
 };
 
 struct StatsKernel {
     template <class Isa, class Elem>
     static FA4J_INLINE void run(const BackwardProblem& p, const RowStats& stats, StatsScratch& w, int64_t task) {
-        const AttentionShape& shape = p.config.shape;
+        const AttentionConfig& config = p.config;
+        const AttentionShape& shape = config.shape;
         const int d = static_cast<int>(shape.head_dim);
         const auto [b, h, i0, rows] = query_tile_of_task(shape, task);
         float* const dout = w.dout.get();
@@ -100,6 +127,7 @@ struct StatsKernel {
         load_tile<Elem>(p.dout, b, h, i0, rows, rows, d, dout);
         load_tile<Elem>(p.out, b, h, i0, rows, rows, d, out);
         const float* lse = p.lse.data + b * p.lse.batch_stride + h * p.lse.head_stride;
+        bool rerun = false;
         for (int r = 0; r < rows; ++r) {
             // Summed in the order, and with the fused steps, of the tile products that give dP = dout·v
             // (tile_matmul.hpp): where a row's softmax is one-hot, out is that key's v exactly, and
@@ -111,7 +139,29 @@ struct StatsKernel {
             const int64_t index = stats_index(shape, b, h, i0 + r);
             const float row_lse = lse[(i0 + r) * p.lse.seq_stride];
             stats.delta[index] = dot;
-            stats.lse[index] = row_lse == -kInf ? kInf : row_lse;
+            stats.mul[index] = config.softmax_scale;
+            stats.ref[index] = row_lse == -kInf ? kInf : row_lse;
+            stats.factor[index] = kLog2e;
+            stats.log2_norm[index] = 0.0f;
+            rerun = rerun || (std::fabs(row_lse) > kLseRecomputeLimit && row_lse != -kInf);
+        }
+        if (!rerun) return;
+        // The forward's statistics of this tile, by the forward's own code on the same tiles. Every row of
+        // the tile takes them: they are exact wherever lse is.
+        start_query_tile<Elem>(config, p.q, b, h, i0, rows, w);
+        const int64_t key_end = key_end_for_rows(config, i0, rows);
+        for (int64_t j0 = 0; j0 < key_end; j0 += kBlockK)
+            softmax_key_tile<Isa, Elem>(config, p.k, b, h / shape.group_size(), j0,
+                                        static_cast<int>(std::min<int64_t>(kBlockK, key_end - j0)), i0, rows, w);
+        const float sign = config.softmax_scale < 0.0f ? -1.0f : 1.0f;
+        for (int r = 0; r < rows; ++r) {
+            const float sum = w.running_sum.get()[r];
+            if (!(sum > 0.0f)) continue;  // attends nothing: P = 0 from lse = -inf already
+            const int64_t index = stats_index(shape, b, h, i0 + r);
+            stats.mul[index] = sign;
+            stats.ref[index] = w.running_max.get()[r];
+            stats.factor[index] = softmax_factor(config);
+            stats.log2_norm[index] = std::log2(sum);
         }
     }
 };
@@ -122,12 +172,12 @@ struct StatsKernel {
 struct KeyPassScratch {
     explicit KeyPassScratch(int d)
         : kt(d * kBlockK), vt(d * kBlockK), dk(kBlockK * d), dv(kBlockK * d), q(kBlockQ * d), dout(kBlockQ * d),
-          p(kBlockQ * kBlockK), ds(kBlockQ * kBlockK), lse(kBlockQ), delta(kBlockQ) {}
-    FloatBuffer kt, vt;      // [d x keys_pad]
-    FloatBuffer dk, dv;      // [keys_pad x d]
-    FloatBuffer q, dout;     // [rows_pad x d]
-    FloatBuffer p, ds;       // [rows_pad x keys_pad]: P, and dP turned into dS in place
-    FloatBuffer lse, delta;  // [rows_pad]
+          p(kBlockQ * kBlockK), ds(kBlockQ * kBlockK), recipes(kBlockQ) {}
+    FloatBuffer kt, vt;   // [d x keys_pad]
+    FloatBuffer dk, dv;   // [keys_pad x d]
+    FloatBuffer q, dout;  // [rows_pad x d]
+    FloatBuffer p, ds;    // [rows_pad x keys_pad]: P, and dP turned into dS in place
+    RowRecipes recipes;   // [rows_pad]
 };
 
 struct KeyPassKernel {
@@ -139,7 +189,6 @@ struct KeyPassKernel {
         const int d = static_cast<int>(shape.head_dim);
         const auto [b, h_kv, j0, keys] = key_tile_of_task(shape, task);
         const int keys_pad = round_up(keys, kRowPad);
-        const float scale = config.softmax_scale;
 
         float* const kt = w.kt.get();
         float* const vt = w.vt.get();
@@ -149,8 +198,7 @@ struct KeyPassKernel {
         float* const dout = w.dout.get();
         float* const p = w.p.get();
         float* const ds = w.ds.get();
-        float* const lse = w.lse.get();
-        float* const delta = w.delta.get();
+        const float* const delta = w.recipes.delta.get();
 
         load_tile_transposed<Elem>(problem.k, b, h_kv, j0, keys, keys_pad, d, kt);
         load_tile_transposed<Elem>(problem.v, b, h_kv, j0, keys, keys_pad, d, vt);
@@ -164,12 +212,12 @@ struct KeyPassKernel {
                 const int rows_pad = round_up(rows, kRowPad);
                 load_tile<Elem>(problem.q, b, h, i0, rows, rows_pad, d, q);
                 load_tile<Elem>(problem.dout, b, h, i0, rows, rows_pad, d, dout);
-                load_row_stats(shape, stats, b, h, i0, rows, rows_pad, lse, delta);
+                load_row_stats(shape, stats, b, h, i0, rows, rows_pad, w.recipes);
 
                 matmul<Isa, false>(rows_pad, keys_pad, d, q, d, kt, keys_pad, p, keys_pad);  // S = Q Kᵀ
                 for (int r = 0; r < rows_pad; ++r) {
                     const int visible = r < rows ? visible_keys(config, i0 + r, j0, keys) : 0;
-                    probabilities_row<Isa>(p + r * keys_pad, keys_pad, visible, scale, lse[r]);
+                    probabilities_row<Isa>(p + r * keys_pad, keys_pad, visible, w.recipes, r);
                 }
                 matmul<Isa, true, true>(keys_pad, d, rows_pad, p, keys_pad, dout, d, dv, d);   // dV += Pᵀ dO
                 matmul<Isa, false>(rows_pad, keys_pad, d, dout, d, vt, keys_pad, ds, keys_pad);  // dP = dO Vᵀ
@@ -190,17 +238,17 @@ struct KeyPassKernel {
 
 // ------------------------------------------------------------------------------------------------
 // Pass 3: one task per (batch, query head, query tile), streaming the key tiles it attends. Works on
-// transposed scores (keys are rows), so each query's lse and D run along vector lanes.
+// transposed scores (keys are rows), so each query's recipe for P and D run along vector lanes.
 
 struct QueryPassScratch {
     explicit QueryPassScratch(int d)
         : qt(d * kBlockQ), doutt(d * kBlockQ), dq(kBlockQ * d), k(kBlockK * d), v(kBlockK * d),
-          pt(kBlockK * kBlockQ), dst(kBlockK * kBlockQ), lse(kBlockQ), delta(kBlockQ) {}
-    FloatBuffer qt, doutt;   // [d x rows_pad]
-    FloatBuffer dq;          // [rows_pad x d]
-    FloatBuffer k, v;        // [keys_pad x d]
-    FloatBuffer pt, dst;     // [keys_pad x rows_pad]: Pᵀ, and dPᵀ turned into dSᵀ in place
-    FloatBuffer lse, delta;  // [rows_pad]
+          pt(kBlockK * kBlockQ), dst(kBlockK * kBlockQ), recipes(kBlockQ) {}
+    FloatBuffer qt, doutt;  // [d x rows_pad]
+    FloatBuffer dq;         // [rows_pad x d]
+    FloatBuffer k, v;       // [keys_pad x d]
+    FloatBuffer pt, dst;    // [keys_pad x rows_pad]: Pᵀ, and dPᵀ turned into dSᵀ in place
+    RowRecipes recipes;     // [rows_pad]
 };
 
 struct QueryPassKernel {
@@ -213,7 +261,6 @@ struct QueryPassKernel {
         const auto [b, h, i0, rows] = query_tile_of_task(shape, task);
         const int64_t h_kv = h / shape.group_size();
         const int rows_pad = round_up(rows, kRowPad);
-        const float scale = config.softmax_scale;
         const int64_t offset = shape.causal_offset();
 
         float* const qt = w.qt.get();
@@ -223,12 +270,11 @@ struct QueryPassKernel {
         float* const v = w.v.get();
         float* const pt = w.pt.get();
         float* const dst = w.dst.get();
-        float* const lse = w.lse.get();
-        float* const delta = w.delta.get();
+        const float* const delta = w.recipes.delta.get();
 
         load_tile_transposed<Elem>(problem.q, b, h, i0, rows, rows_pad, d, qt);
         load_tile_transposed<Elem>(problem.dout, b, h, i0, rows, rows_pad, d, doutt);
-        load_row_stats(shape, stats, b, h, i0, rows, rows_pad, lse, delta);
+        load_row_stats(shape, stats, b, h, i0, rows, rows_pad, w.recipes);
         fill_floats(dq, rows_pad * d, 0.0f);
 
         const int64_t key_end = key_end_for_rows(config, i0, rows);
@@ -243,7 +289,7 @@ struct QueryPassKernel {
                 const int first =
                     config.causal ? static_cast<int>(std::clamp<int64_t>(j0 + jj - offset - i0, 0, rows)) : 0;
                 const int end = jj < keys ? rows : 0;
-                probabilities_column<Isa>(pt + jj * rows_pad, rows_pad, first, end, scale, lse);
+                probabilities_column<Isa>(pt + jj * rows_pad, rows_pad, first, end, w.recipes);
             }
             matmul<Isa, false>(keys_pad, rows_pad, d, v, d, doutt, rows_pad, dst, rows_pad);  // dPᵀ = V dOᵀ
             for (int jj = 0; jj < keys_pad; ++jj) {
@@ -282,8 +328,8 @@ void attention_backward(const BackwardProblem& problem) {
     const int64_t k_tiles = shape.batch * shape.heads_kv * ceil_div(shape.seqlen_k, kBlockK);
 
     const size_t rows = static_cast<size_t>(shape.batch * shape.heads_q * shape.seqlen_q);
-    std::vector<float> delta(rows), lse(rows);
-    const RowStats stats{delta.data(), lse.data()};
+    std::vector<float> delta(rows), mul(rows), ref(rows), factor(rows), log2_norm(rows);
+    const RowStats stats{delta.data(), mul.data(), ref.data(), factor.data(), log2_norm.data()};
 
     run_pass<StatsKernel, StatsScratch>(problem, stats, threads, isa, q_tiles);
     run_pass<KeyPassKernel, KeyPassScratch>(problem, stats, threads, isa, k_tiles);

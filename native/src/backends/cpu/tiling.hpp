@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <new>
 
@@ -25,6 +26,8 @@ constexpr int kBlockK = 64;
 // columns to a multiple of the narrowest register-block width. head_dim is a multiple of 8 already.
 constexpr int kRowPad = 8;
 constexpr int kColPad = 8;
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
 
 inline int round_up(int value, int multiple) { return (value + multiple - 1) / multiple * multiple; }
 

@@ -1,0 +1,142 @@
+// The online softmax of the CPU kernels: the running maximum and sum of one query tile's rows over the
+// key tiles they attend. The forward (attention_forward_cpu.cpp) builds its output on it; the backward
+// (attention_backward_cpu.cpp) reruns it, for rows whose logsumexp is too large for P = exp(scale·s -
+// lse) to be recomputed from it, and gets the same statistics bit for bit because it is this code on
+// the same tiles in the same order.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "backends/cpu/fast_exp2.hpp"
+#include "backends/cpu/simd.hpp"
+#include "backends/cpu/tile_io.hpp"
+#include "backends/cpu/tile_matmul.hpp"
+#include "backends/cpu/tiling.hpp"
+#include "core/attention_problem.hpp"
+
+namespace fa4j::cpu {
+
+// What the online softmax of one query tile needs; the forward adds its value tile and accumulator.
+struct SoftmaxScratch {
+    explicit SoftmaxScratch(int d)
+        : qt(d * kBlockQ), k(kBlockK * d), st(kBlockK * kBlockQ), running_max(kBlockQ), running_sum(kBlockQ),
+          tile_max(kBlockQ), tile_sum(kBlockQ), alpha(kBlockQ) {}
+    FloatBuffer qt;           // [d x rows_pad]
+    FloatBuffer k;            // [keys_pad x d]
+    FloatBuffer st;           // [keys_pad x rows_pad]: scores, then probabilities
+    FloatBuffer running_max;  // per query: the largest score seen (a raw dot product, see below)
+    FloatBuffer running_sum;  // per query: sum of 2^((score - running_max) * scale_log2)
+    FloatBuffer tile_max, tile_sum, alpha;  // per query, for the current key tile
+};
+
+// |softmax_scale|·log2(e), the factor of the kernels' exp2: the scale's sign is folded into q instead
+// (query_tile_for_softmax). A zero scale (uniform attention) becomes the smallest normal float, which
+// gives the same probabilities but keeps masked scores at -inf rather than -inf·0 = NaN.
+inline float softmax_factor(const AttentionConfig& config) {
+    const float abs_scale = std::fabs(config.softmax_scale);
+    return abs_scale > 0.0f ? softmax_scale_log2(abs_scale) : std::numeric_limits<float>::min();
+}
+
+// Turns the scores Sᵀ [keys_pad x rows_pad] of one key tile into unnormalised probabilities
+// 2^((s - max) * scale_log2), folds them into each query's running maximum and sum, and leaves in
+// `alpha` the factor each query's output accumulator must be multiplied by before this tile is added.
+// `first_visible(j)` is the first query that may attend key j of the tile.
+//
+// Scores stay raw dot products (with the sign of the scale folded into q, so that the largest one
+// carries the most weight) and the maximum is subtracted before scaling: the maximum's probability is
+// exactly 1 and every other one lies in [0, 1] whatever the scale. Scaling first would leave,
+// for a scale that takes scores out of float32, Inf - Inf = NaN; for a merely large one (1e10), max
+// subtraction of rounded products.
+template <class Isa, class FirstVisible>
+FA4J_INLINE void online_softmax_tile(SoftmaxScratch& w, int keys_pad, int rows_pad, float scale_log2,
+                                     FirstVisible first_visible) {
+    float* const st = w.st.get();
+    float* const running_max = w.running_max.get();
+    float* const running_sum = w.running_sum.get();
+    float* const tile_max = w.tile_max.get();
+    float* const tile_sum = w.tile_sum.get();
+    float* const alpha = w.alpha.get();
+
+    fill_floats(tile_max, rows_pad, -kInf);
+    for (int j = 0; j < keys_pad; ++j) {
+        float* row = st + j * rows_pad;
+        fill_floats(row, first_visible(j), -kInf);
+#pragma omp simd
+        for (int i = 0; i < rows_pad; ++i) tile_max[i] = row[i] > tile_max[i] ? row[i] : tile_max[i];
+    }
+    // Per query and cheap next to the tile: plain scalar code with the -inf cases spelled out.
+    for (int i = 0; i < rows_pad; ++i) {
+        const float new_max = std::max(running_max[i], tile_max[i]);
+        if (new_max == -kInf) {
+            // Nothing attendable yet: exponentiate against 0 so masked scores give 0, not NaN.
+            tile_max[i] = 0.0f;
+            alpha[i] = 1.0f;
+        } else {
+            alpha[i] = std::exp2((running_max[i] - new_max) * scale_log2);  // 0 while running_max is -inf
+            running_max[i] = new_max;
+            tile_max[i] = new_max;
+        }
+    }
+    fill_floats(tile_sum, rows_pad, 0.0f);
+    for (int j = 0; j < keys_pad; ++j) {
+        float* row = st + j * rows_pad;
+#pragma omp simd
+        for (int i = 0; i < rows_pad; ++i) {
+            row[i] = probability_exp2<Isa>((row[i] - tile_max[i]) * scale_log2);
+            tile_sum[i] += row[i];
+        }
+    }
+#pragma omp simd
+    for (int i = 0; i < rows_pad; ++i) running_sum[i] = madd<Isa>(running_sum[i], alpha[i], tile_sum[i]);
+}
+
+// Qᵀ of query rows [i0, i0 + rows) of head h, negated for a negative scale (so that the largest score
+// carries the most weight), and fresh running statistics.
+template <class Elem>
+FA4J_INLINE void start_query_tile(const AttentionConfig& config, const SeqTensor& q, int64_t b, int64_t h, int64_t i0,
+                                  int rows, SoftmaxScratch& w) {
+    const int d = static_cast<int>(config.shape.head_dim);
+    const int rows_pad = round_up(rows, kRowPad);
+    float* const qt = w.qt.get();
+    load_tile_transposed<Elem>(q, b, h, i0, rows, rows_pad, d, qt);
+    if (config.softmax_scale < 0.0f) {
+#pragma omp simd
+        for (int e = 0; e < d * rows_pad; ++e) qt[e] = -qt[e];
+    }
+    fill_floats(w.running_max.get(), rows_pad, -kInf);
+    fill_floats(w.running_sum.get(), rows_pad, 0.0f);
+}
+
+// The key tile [j0, j0 + keys) of kv head h_kv against the query tile: Sᵀ = K Qᵀ into st, then turned
+// into probabilities and folded into the running statistics (online_softmax_tile).
+template <class Isa, class Elem>
+FA4J_INLINE void softmax_key_tile(const AttentionConfig& config, const SeqTensor& k, int64_t b, int64_t h_kv,
+                                  int64_t j0, int keys, int64_t i0, int rows, SoftmaxScratch& w) {
+    const int d = static_cast<int>(config.shape.head_dim);
+    const int rows_pad = round_up(rows, kRowPad);
+    const int keys_pad = round_up(keys, kRowPad);
+    const int64_t offset = config.shape.causal_offset();
+    load_tile<Elem>(k, b, h_kv, j0, keys, keys_pad, d, w.k.get());
+    matmul<Isa, false>(keys_pad, rows_pad, d, w.k.get(), d, w.qt.get(), rows_pad, w.st.get(), rows_pad);  // Sᵀ = K Qᵀ
+    online_softmax_tile<Isa>(w, keys_pad, rows_pad, softmax_factor(config), [&](int j) {
+        if (j >= keys) return rows_pad;  // padding key
+        if (!config.causal) return 0;
+        return static_cast<int>(std::clamp<int64_t>(j0 + j - offset - i0, 0, rows_pad));
+    });
+}
+
+// Logsumexp of a row from its largest raw score (sign of the scale folded in) and its sum of
+// probabilities relative to it: max·|scale| rounded to float first, exactly as the backward rounds
+// scale·s when it recomputes P = exp(scale·s - lse) (the CUDA backward for every lse; the CPU one up
+// to kLseRecomputeLimit), so that the row maximum gets P = 1/sum there. Saturates at ±FLT_MAX
+// (reachable only with float32 or bfloat16 inputs beyond the float16 range).
+FA4J_INLINE float row_logsumexp(float max_score, float abs_scale, float sum) {
+    if (!(sum > 0.0f)) return -kInf;  // attends nothing
+    const float lse = max_score * abs_scale + std::log(sum);
+    return std::clamp(lse, -std::numeric_limits<float>::max(), std::numeric_limits<float>::max());
+}
+
+}  // namespace fa4j::cpu
