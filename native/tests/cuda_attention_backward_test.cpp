@@ -14,12 +14,15 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "support/accumulation_allowance.hpp"
 #include "support/attention_case.hpp"
 #include "support/cuda_buffers.hpp"
 #include "support/cuda_stream.hpp"
@@ -86,6 +89,42 @@ Outcome run_case(const Case& c, uint32_t seed) {
     std::snprintf(text, sizeof text, " |gpu-cpu|/bound %.2f", worst);
     o.detail += text;
     if (!(worst <= 1.0)) fail(o, "GPU and CPU backends differ by more than both tolerances");
+    return o;
+}
+
+// Finite but extreme inputs (issue 6): forward and backward both on the GPU (the backward recomputes P
+// from lse, and where scores are huge that takes the lse of the same arithmetic), every output finite
+// and within the tolerance of the float64 reference, results beyond the dtype saturated. The bound
+// adds the accumulation allowance (accumulation_allowance.hpp): in these regimes the tensor cores'
+// summation order alone moves dq and dk further than the plain implementation's error.
+Outcome run_extreme_case(const Case& c, uint32_t seed) {
+    Outcome o;
+    std::mt19937 rng(seed);
+    TrainingTensors t = make_training_tensors(c);
+    const Inputs in = fill_inputs(c, rng, t.q, t.k, t.v, &t.dout);
+    const fa4j_attention_params params = params_for(c);
+    DeviceMirror mirror;
+    if (!mirror.upload(o, {&t.q, &t.k, &t.v, &t.dout, &t.out, &t.lse, &t.dq, &t.dk, &t.dv})) return o;
+    if (!call_ok(o, fa4j_attention_forward(&params, t.q.cuda_tensor(), t.k.cuda_tensor(), t.v.cuda_tensor(),
+                                           t.out.cuda_tensor(), t.lse.cuda_tensor(), nullptr),
+                 "cuda forward") ||
+        !call_ok(o, fa4j_attention_backward(&params, t.dout.cuda_tensor(), t.q.cuda_tensor(), t.k.cuda_tensor(),
+                                            t.v.cuda_tensor(), t.out.cuda_tensor(), t.lse.cuda_tensor(),
+                                            t.dq.cuda_tensor(), t.dk.cuda_tensor(), t.dv.cuda_tensor(), nullptr),
+                 "cuda backward") ||
+        !call_ok(o, fa4j_cuda_stream_synchronize(0, nullptr), "stream synchronize"))
+        return o;
+    for (View* v : {&t.out, &t.lse, &t.dq, &t.dk, &t.dv})
+        if (!mirror.download(o, *v)) return o;
+    const Results<double> ref = naive_attention<double>(in, c.dt, false, Pass::ForwardAndBackward);
+    const Results<float> plain = naive_attention<float>(in, c.dt, true, Pass::ForwardAndBackward);
+    const Results<double> allow = accumulation_allowance(in);
+    check_tolerance_with_allowance(o, "out", t.out, ref.out, plain.out, c.dt, allow.out);
+    check_tolerance_with_allowance(o, "lse", t.lse, ref.lse, plain.lse, c.dt, allow.lse);
+    check_tolerance_with_allowance(o, "dq", t.dq, ref.dq, plain.dq, c.dt, allow.dq);
+    check_tolerance_with_allowance(o, "dk", t.dk, ref.dk, plain.dk, c.dt, allow.dk);
+    check_tolerance_with_allowance(o, "dv", t.dv, ref.dv, plain.dv, c.dt, allow.dv);
+    for (View* v : {&t.out, &t.lse, &t.dq, &t.dk, &t.dv}) check_untouched_gaps(o, "an output", *v);
     return o;
 }
 
@@ -163,6 +202,37 @@ int main(int argc, char** argv) {
             c.scale_multiplier = multiplier;
             tally.report(describe(c), run_case(c, seed++));
         }
+    // Finite but extreme inputs (issue 6; the same regimes as cpu_attention_test.cpp): the fuzzer's
+    // scale 1e10 on [1, 40, 1, 64], inputs times 1e4, values near the float16 maximum, the largest
+    // accepted scale; moderate scores followed by huge ones and the reverse, and 64/sqrt(d) (large
+    // scores on rows that are not one-hot).
+    struct Extreme {
+        Shape s;
+        float scale;
+        Values values;
+        bool causal;
+    };
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    const float largest_scale_d64 = std::nextafter(static_cast<float>(8.507059173023462e37 / (64.0 * 65504.0 * 65504.0)), 0.0f);
+    const std::vector<Extreme> extremes = {
+        {{1, 40, 40, 1, 1, 64}, 1e10f, Values::Normal, false},
+        {{1, 4, 4, 1, 1, 64}, largest_scale_d64, Values::Normal, false},
+        {{1, 4, 4, 1, 1, 64}, -largest_scale_d64, Values::Normal, true},
+        {{2, 70, 130, 4, 2, 64}, nan, Values::Times1e4, true},
+        {{1, 40, 40, 1, 1, 128}, nan, Values::Times1e4, false},
+        {{1, 65, 65, 2, 1, 64}, nan, Values::NearF16Max, false},
+        {{1, 70, 130, 2, 2, 128}, nan, Values::NearF16Max, true},
+        {{1, 97, 300, 2, 1, 64}, nan, Values::HugeFirst, false},
+        {{1, 97, 300, 2, 1, 128}, nan, Values::HugeNegativeFirst, true},
+        {{2, 70, 130, 4, 2, 64}, 8.0f, Values::Normal, true},
+    };
+    for (Dt dt : {Dt::F16, Dt::BF16})
+        for (const Extreme& e : extremes) {
+            Case c{e.s, dt, e.causal, Layout::Contiguous};
+            c.scale = e.scale;
+            c.values = e.values;
+            tally.report("extreme " + describe(c), run_extreme_case(c, seed++));
+        }
     const Shape small{1, 16, 16, 1, 1, 64};
     tally.report("float32 is refused", run_refused({small, Dt::F32, false, Layout::Contiguous}, HostTensor::None,
                                                    FA4J_ERROR_UNSUPPORTED));
@@ -172,6 +242,11 @@ int main(int argc, char** argv) {
                                                          FA4J_ERROR_INVALID_ARGUMENT));
     tally.report("dq on the host is refused", run_refused({small, Dt::F16, true, Layout::Contiguous}, HostTensor::Dq,
                                                           FA4J_ERROR_INVALID_ARGUMENT));
+    {
+        Case c{{1, 4, 4, 1, 1, 64}, Dt::BF16, false, Layout::Contiguous};
+        c.scale = 1e38f;
+        tally.report("softmax scale 1e38 is refused", run_refused(c, HostTensor::None, FA4J_ERROR_INVALID_ARGUMENT));
+    }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return tally.finish(seconds);
 }

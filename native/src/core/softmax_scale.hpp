@@ -29,11 +29,11 @@ inline double max_softmax_scale(int64_t head_dim) {
     return kMaxScaledScore / (static_cast<double>(head_dim) * kRangeMaxInput * kRangeMaxInput);
 }
 
-// The backward recomputes P = exp(scale·s - lse) from the forward's lse for rows with |lse| up to this.
-// Beyond it, lse's float rounding (|lse|·2^-24) starts to show in P, and once it exceeds ln(2) it
-// swallows ln(sum) itself: keys tied for the maximum would all get P = 1. There the CPU backward
-// reruns the forward's softmax statistics instead (exact); the CUDA backward keeps to lse (a row's
-// maximum still gets exactly exp(-ln sum) as far as lse holds ln(sum): flashattn4j.h).
+// The CPU backward recomputes P = exp(scale·s - lse) from the forward's lse for rows with |lse| up to
+// this. Beyond it, lse's float rounding (|lse|·2^-24) starts to show in P, and once it exceeds ln(2) it
+// swallows ln(sum) itself: keys tied for the maximum would all get P = 1. There it reruns the forward's
+// softmax statistics instead (exact). The CUDA backward always uses lse (flashattn4j.h says what that
+// costs where |lse| is huge).
 constexpr float kLseRecomputeLimit = 128.0f;
 
 // softmax_scale · log2(e), the factor the kernels' exp2 needs, rounded to float as every kernel uses it.

@@ -25,9 +25,10 @@ enum class Values {
     Times1e4,    // q, k, v, dout ~ 1e4 · N(0, 1): one-hot rows, scores and lse near 1e8
     NearF16Max,  // ±[0.5, 1] · 65504, random signs: the edge of the range flashattn4j.h guarantees
     // q ~ 1e4·[0.5, 1]; the first half of the keys ~ 1e4·[0.5, 1], the rest ~ 1e-3·N(0, 1), v and dout
-    // ~ N(0, 1). Kernels that walk the keys from last to first (the CUDA forward) see moderate scores
-    // first and huge ones (|scale·s| far beyond 2^24) later; HugeNegativeFirst makes the huge scores
-    // negative, so that the running maximum moves from huge to moderate instead.
+    // ~ N(0, 1): scores near 1e8 for the first half, moderate for the rest. A kernel walking the keys
+    // from last to first (the CUDA forward) sees its running maximum jump from moderate to huge; with
+    // HugeNegativeFirst (huge negative scores) one walking first to last (the CPU) sees it climb from
+    // hugely negative to moderate.
     HugeFirst,
     HugeNegativeFirst,
 };

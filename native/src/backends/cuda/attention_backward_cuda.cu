@@ -2,7 +2,7 @@
 // bfloat16, head dims up to 128 (padded to 64 or 128), causal or not, GQA/MQA, any strides.
 //
 // Workspace policy. The kernels need, per call, an fp32 dQ accumulator [batch, heads_q, seqlen_q_pad,
-// head_dim_pad] plus two fp32 row vectors (lse·log2e and D = rowsum(dO∘O)). Nothing is allocated in the
+// head_dim_pad] plus two fp32 row vectors (lse and D = rowsum(dO∘O)). Nothing is allocated in the
 // steady state: each (device, stream) pair keeps one cached buffer that only grows. Growing frees the old
 // buffer with cudaFreeAsync and takes the new one with cudaMallocAsync, both ordered on the owning
 // stream, so work already queued on that stream finishes with the old buffer before it is reused and no
@@ -24,7 +24,6 @@
 #include "backends/cuda/cuda_backend.hpp"
 #include "backends/cuda/cuda_check.cuh"
 #include "backends/cuda/current_device.hpp"
-#include "backends/cuda/scale_log2.hpp"
 #include "backends/cuda/kernels/fa2_backward_params.cuh"
 #include "core/error.hpp"
 
@@ -116,7 +115,6 @@ void attention_backward(int device, const BackwardProblem& problem, fa4j_stream 
         s.heads_q > kMaxSeq)
         fail(FA4J_ERROR_UNSUPPORTED, "attention backward on CUDA supports batch and heads_kv up to 65535 and "
                                      "seqlen and heads_q up to 2^30");
-    static_cast<void>(checked_scale_log2(config.softmax_scale));  // refuses a scale the kernels cannot use
     const CurrentDevice current(device);
     if (s.batch == 0) return;  // every tensor is empty
     const auto native_stream = reinterpret_cast<cudaStream_t>(stream);
@@ -149,7 +147,6 @@ void attention_backward(int device, const BackwardProblem& problem, fa4j_stream 
     p.head_dim = static_cast<int>(s.head_dim);
     p.seqlen_q_pad = static_cast<int>(seqlen_q_pad);
     p.scale = config.softmax_scale;
-    p.scale_log2 = config.softmax_scale * 1.4426950408889634f;
     p.vec16 = true;
     for (const SeqTensor* t : {&problem.q, &problem.k, &problem.v, &problem.out, &problem.dout, &problem.dq,
                                &problem.dk, &problem.dv})
@@ -160,7 +157,7 @@ void attention_backward(int device, const BackwardProblem& problem, fa4j_stream 
     reserve(ws, accum_bytes + 2 * vector_bytes, native_stream);
     auto* base = static_cast<unsigned char*>(ws.data);
     p.dq_accum = reinterpret_cast<float*>(base);
-    p.lse_log2 = reinterpret_cast<float*>(base + accum_bytes);
+    p.lse_rows = reinterpret_cast<float*>(base + accum_bytes);
     p.delta = reinterpret_cast<float*>(base + accum_bytes + vector_bytes);
 
     const bool bf16 = config.dtype == DType::BF16;

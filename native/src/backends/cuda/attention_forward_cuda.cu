@@ -13,10 +13,10 @@
 #include "backends/cuda/cuda_backend.hpp"
 #include "backends/cuda/cuda_check.cuh"
 #include "backends/cuda/current_device.hpp"
-#include "backends/cuda/scale_log2.hpp"
 #include "backends/cuda/kernels/fa2_forward.hpp"
 #include "backends/cuda/kernels/fa3_forward.hpp"
 #include "core/error.hpp"
+#include "core/softmax_scale.hpp"
 
 namespace fa4j::cuda {
 namespace {
@@ -107,10 +107,11 @@ void attention_forward(int device, const ForwardProblem& problem, fa4j_stream st
     if (reinterpret_cast<uintptr_t>(problem.lse.data) % alignof(float) != 0)
         fail(FA4J_ERROR_UNSUPPORTED, "lse is not 4-byte aligned, which the CUDA kernels need for float32");
 
-    // exp2 replaces exp: scores are multiplied by scale·log2(e). A zero scale (uniform attention) becomes
-    // the smallest normal float, which yields the same probabilities but keeps masked scores at -inf.
-    double scale_log2 = checked_scale_log2(problem.config.softmax_scale);
-    if (scale_log2 == 0.0) scale_log2 = static_cast<double>(std::numeric_limits<float>::min());
+    // exp2 replaces exp: scores are multiplied by scale·log2(e) (finite: validation bounds the scale). A
+    // zero scale (uniform attention) becomes the smallest normal float, which yields the same
+    // probabilities but keeps masked scores at -inf.
+    float scale_log2 = softmax_scale_log2(problem.config.softmax_scale);
+    if (scale_log2 == 0.0f) scale_log2 = std::numeric_limits<float>::min();
 
     fa2::ForwardParams p{};
     p.q = problem.q.data;
@@ -132,8 +133,9 @@ void attention_forward(int device, const ForwardProblem& problem, fa4j_stream st
     p.group_size = static_cast<int>(s.group_size());
     p.head_dim = static_cast<int>(s.head_dim);
     p.causal_offset = static_cast<int>(s.causal_offset());
-    p.scale_log2 = static_cast<float>(scale_log2);
-    p.flip_sign = scale_log2 < 0.0 ? 1 : 0;
+    p.scale_log2 = scale_log2;
+    p.flip_sign = scale_log2 < 0.0f ? 1 : 0;
+    p.abs_scale = std::fabs(problem.config.softmax_scale);
 
     const fa2::Elem elem = dtype == DType::F16 ? fa2::Elem::F16 : fa2::Elem::BF16;
     const bool causal = problem.config.causal;

@@ -1,11 +1,11 @@
 // FlashAttention-2 backward on tensor cores (sm_80 mma.sync, which also runs on sm_90a), in three kernels:
 //
-//   1. preprocess:  D = rowsum(dO ∘ O) and lse·log2(e) per query row into the workspace, and the fp32 dQ
+//   1. preprocess:  D = rowsum(dO ∘ O) and lse per query row into the workspace, and the fp32 dQ
 //                   accumulator zeroed.
 //   2. main:        one CTA per (key tile of kBlockN rows, kv head, batch). K and V stay in shared memory;
 //                   the CTA walks the query tiles (kBlockM rows) of every query head of its GQA group,
-//                   recomputes S = Q·Kᵀ and P = exp2(S·scale·log2e − lse·log2e), and accumulates dV += Pᵀ·dO
-//                   and dK += dSᵀ·Q in registers, dS = P ∘ (dO·Vᵀ − D). dQ += dS·K goes to the fp32
+//                   recomputes S = Q·Kᵀ and P = exp(S·scale − lse) (capped at 1; see scores_to_p), and
+//                   accumulates dV += Pᵀ·dO and dK += dSᵀ·Q in registers, dS = P ∘ (dO·Vᵀ − D). dQ += dS·K goes to the fp32
 //                   workspace, since many key tiles add to one query row (DqWrite: vector atomics, or one
 //                   bulk reduction per tile on sm_90). Looping the group's query heads inside the CTA makes
 //                   dK/dV per kv head without atomics or a reduction pass.
@@ -36,12 +36,12 @@
 
 #include "backends/cuda/cuda_check.cuh"
 #include "backends/cuda/kernels/fa2_backward_params.cuh"
+#include "core/softmax_scale.hpp"
 
 namespace fa4j::cuda::fa2bwd {
 
 constexpr int kThreads = 256;  // 8 warps per CTA, one CTA per SM (dK/dV accumulators take most registers)
 constexpr int kWarps = kThreads / 32;
-constexpr float kLog2e = 1.4426950408889634f;
 
 // ---- tile shapes ---------------------------------------------------------------------------------------
 
@@ -125,6 +125,12 @@ struct BwdTile {
 };
 
 // ---- element types -------------------------------------------------------------------------------------
+//
+// pack rounds two floats to the dtype with .satfinite: a value beyond the dtype's range (infinities
+// included) becomes its largest finite value, NaN stays NaN. Everything the backward rounds is a
+// result whose exact value is finite: dS of float16 inputs can pass 65504 (float16 inputs of ~100
+// already give |dO·Vᵀ| beyond it), and so can dq, dk and dv; an infinity there turns into NaN in the
+// next product. P is in [0, 1] and unaffected. Same cost as the plain conversion.
 
 template <typename T>
 struct Elem;
@@ -133,8 +139,9 @@ template <>
 struct Elem<__nv_bfloat16> {
     static __device__ __forceinline__ float to_float(uint16_t u) { return __uint_as_float(uint32_t(u) << 16); }
     static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-        const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-        return *reinterpret_cast<const uint32_t*>(&h);
+        uint32_t r;
+        asm("cvt.rn.satfinite.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+        return r;
     }
     static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
         asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -148,8 +155,9 @@ template <>
 struct Elem<__half> {
     static __device__ __forceinline__ float to_float(uint16_t u) { return __half2float(__ushort_as_half(u)); }
     static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-        const __half2 h = __floats2half2_rn(lo, hi);
-        return *reinterpret_cast<const uint32_t*>(&h);
+        uint32_t r;
+        asm("cvt.rn.satfinite.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+        return r;
     }
     static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
         asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -460,13 +468,13 @@ __global__ void __launch_bounds__(kThreads) bwd_preprocess_kernel(const __grid_c
     acc[1] = make_float4(0.f, 0.f, 0.f, 0.f);
     if (chunk == 0) {
         p.delta[row] = sum;
-        float l2 = __int_as_float(0x7f800000);  // +inf: P = exp2(s - inf) = 0 for padding rows
+        float row_lse = INFINITY;  // P = exp(s - inf) = 0 for padding rows
         if (i < p.seqlen_q) {
             const float lse = p.lse[b * p.lse_batch_stride + h * p.lse_head_stride + i * p.lse_seq_stride];
             // A row that attends no key has lse = -inf; +inf makes its P (and gradients) exactly 0.
-            if (lse != -l2) l2 = lse * kLog2e;
+            if (lse != -INFINITY) row_lse = lse;
         }
-        p.lse_log2[row] = l2;
+        p.lse_rows[row] = row_lse;
     }
 }
 
@@ -535,7 +543,7 @@ __global__ void __launch_bounds__(kThreads, 1) bwd_main_kernel(const __grid_cons
         constexpr int kVecs = kBlockM / 4;  // float4s per row vector
         static_assert(2 * kVecs <= kThreads, "one 16-byte copy per thread for lse and D");
         if (ltid < kVecs)
-            cp_async_16(s_base + Tl::kOffLse + (stage * kBlockM + ltid * 4) * 4, p.lse_log2 + ws_row + ltid * 4, true);
+            cp_async_16(s_base + Tl::kOffLse + (stage * kBlockM + ltid * 4) * 4, p.lse_rows + ws_row + ltid * 4, true);
         else if (ltid < 2 * kVecs)
             cp_async_16(s_base + Tl::kOffDelta + (stage * kBlockM + (ltid - kVecs) * 4) * 4,
                         p.delta + ws_row + (ltid - kVecs) * 4, true);
@@ -553,7 +561,7 @@ __global__ void __launch_bounds__(kThreads, 1) bwd_main_kernel(const __grid_cons
     const int sdp_row = (warp / Tl::kSdpWarpsN) * Tl::kSdpRows, sdp_col = (warp % Tl::kSdpWarpsN) * Tl::kSdpCols;
     const int kv_row = (warp / Tl::kKvWarpsD) * Tl::kKvRows, kv_col = (warp % Tl::kKvWarpsD) * Tl::kKvCols;
     const int dq_row = (warp / Tl::kDqWarpsD) * Tl::kDqRows, dq_col = (warp % Tl::kDqWarpsD) * Tl::kDqCols;
-    const float scale_log2 = p.scale_log2;
+    const float scale = p.scale;
 
     if (iters > 0) load_query_tile(0, 0);
     cp_async_commit();
@@ -613,8 +621,14 @@ __global__ void __launch_bounds__(kThreads, 1) bwd_main_kernel(const __grid_cons
                 }
             }
         };
-        // P = exp2(S·scale·log2e − lse·log2e) in place of S, zero where the key is past the end or (causal)
-        // after the query's diagonal, rounded to the dtype into sP.
+        // P = exp(S·scale − lse) in place of S, zero where the key is past the end or (causal) after the
+        // query's diagonal, rounded to the dtype into sP. S·scale is rounded before lse is subtracted, as
+        // the forward rounded max·|scale| into lse (row_logsumexp, fa2_common.cuh): a row's maximum then gets
+        // exactly exp(−ln sum) however large the scores. The fused 2^(S·scale_log2 − lse·log2e) carries
+        // lse·log2e's rounding instead, which with lse near 1e8 (inputs of 1e4) exceeds 1 and gave the
+        // maximum anything from 0 to overflow. The cap at 1 keeps P finite also for an lse that does not
+        // belong to these scores. (Keeping the fused form beside this one for small |lse|, chosen per warp,
+        // measured slower, by its code size, than the three extra instructions per score.)
         const auto scores_to_p = [&](float (&sc)[Tl::kSMT][Tl::kSNT][4]) {
 #pragma unroll
             for (int mt = 0; mt < Tl::kSMT; ++mt) {
@@ -626,8 +640,8 @@ __global__ void __launch_bounds__(kThreads, 1) bwd_main_kernel(const __grid_cons
 #pragma unroll
                     for (int nt = 0; nt < Tl::kSNT; ++nt) {
                         const int c = sdp_col + nt * 8 + 2 * tig;
-                        float p0 = ex2(fmaf(sc[mt][nt][2 * half], scale_log2, -row_lse));
-                        float p1 = ex2(fmaf(sc[mt][nt][2 * half + 1], scale_log2, -row_lse));
+                        float p0 = ex2(fminf(__fmul_rn(sc[mt][nt][2 * half], scale) - row_lse, 0.0f) * kLog2e);
+                        float p1 = ex2(fminf(__fmul_rn(sc[mt][nt][2 * half + 1], scale) - row_lse, 0.0f) * kLog2e);
                         if (masked) {
                             if (n0 + c > last_key) p0 = 0.0f;
                             if (n0 + c + 1 > last_key) p1 = 0.0f;
@@ -749,7 +763,6 @@ __global__ void __launch_bounds__(kThreads, 1) bwd_main_kernel(const __grid_cons
             bulk_wait_all();
         }
     }
-    const float scale = p.scale;
     const int g = (tid & 31) >> 2, tig = tid & 3;
 #pragma unroll
     for (int mt = 0; mt < Tl::kKvMT; ++mt)

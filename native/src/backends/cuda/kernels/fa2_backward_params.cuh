@@ -26,13 +26,12 @@ struct Params {
     // Workspace (see attention_backward_cuda.cu), all [batch, heads_q, seqlen_q_pad(, head_dim_pad)]:
     float* dq_accum;  // fp32 dQ / scale, accumulated by the main kernel, zeroed by the preprocessing kernel;
                       // its rows hold their 16-byte chunks permuted (see dq_accum_chunk in the kernels)
-    float* lse_log2;  // lse·log2(e); +inf for rows that attend nothing and for padding rows (so P = 0)
+    float* lse_rows;  // lse; +inf for rows that attend nothing and for padding rows (so P = 0)
     float* delta;     // D = rowsum(dO ∘ O); 0 for padding rows
 
     int batch, seqlen_q, seqlen_k, heads_q, heads_kv, group, head_dim;
     int seqlen_q_pad;  // seqlen_q rounded up to the query tile (the workspace's row count)
     float scale;       // softmax scale
-    float scale_log2;  // softmax scale · log2(e)
     // Every 16-bit tensor's base address is 16-byte aligned and its strides are multiples of 8 elements,
     // so tiles move as 16-byte vectors (cp.async); otherwise the kernels fall back to 2-byte accesses.
     bool vec16;

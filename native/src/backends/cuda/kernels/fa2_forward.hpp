@@ -34,6 +34,8 @@ struct ForwardParams {
     float scale_log2;
     // softmax_scale < 0: the row maximum of scale·s is then scale·min(s), and masked scores are +inf.
     int flip_sign;
+    // |softmax_scale| itself (0 included): lse = max·|scale| + ln(sum), rounded as the backward rounds.
+    float abs_scale;
 };
 
 enum class Elem { F16, BF16 };
