@@ -203,14 +203,14 @@ FA4J_API fa4j_status fa4j_cuda_device_synchronize(int32_t device);
  *    rounding exceeds the spread of a row's top scores (|lse| beyond ~1e7, scores tied within it),
  *    their probabilities are recomputed up to that factor, and with scores that large dq and dk of
  *    one-hot rows also carry the float32 rounding difference of dO·v and rowsum(dO∘out) times the
- *    scale (both are exactly equal there), as FlashAttention's do. The CUDA float16 backward rounds
- *    dS = P∘(dP - D) to float16 for the tensor cores, saturating where |dS| > 65504.
+ *    scale (the two are equal in exact arithmetic there), as FlashAttention's do. The CUDA float16
+ *    backward rounds dS = P∘(dP - D) to float16 for the tensor cores, saturating where |dS| > 65504.
  * Beyond the range (float32 or bfloat16 inputs larger than 65504) nothing is guaranteed.
  */
 typedef struct fa4j_attention_params {
     size_t struct_size;
-    /* Multiplies q·kᵀ before the softmax; must be finite and within the representable range below
-     * (callers usually pass 1/sqrt(head_dim)). */
+    /* Multiplies q·kᵀ before the softmax; must be finite and within the representable range described
+     * above (callers usually pass 1/sqrt(head_dim)). */
     float softmax_scale;
     /* Non-zero: causal mask as above. */
     int32_t causal;
