@@ -64,6 +64,10 @@ run_java_tests() {
 }
 step "java tests (JUnit)" java-tests.log run_java_tests
 
+# Our library loaded into a PyTorch process (its own libstdc++ already loaded) and checked against a
+# float64 reference there, on CPU and CUDA tensors: the coexistence test of the exported-symbols rule.
+step "in-process check (PyTorch)" inprocess-check.log python3 benchmarks/peer_sdpa.py --lib "$lib" --check-only
+
 if [ $skip_sanitizer -eq 0 ]; then
   for t in "$work"/build/cuda_*_test; do
     [ -x "$t" ] || continue
@@ -74,7 +78,7 @@ fi
 
 if [ $skip_bench -eq 0 ]; then
   if [ -f benchmarks/peer_sdpa.py ]; then
-    step "bench: ours vs SDPA peers" bench-peers.log python3 benchmarks/peer_sdpa.py --ours "$work/build/fa4j_bench" --shapes "$shapes"
+    step "bench: ours vs SDPA peers (in process)" bench-peers.log python3 benchmarks/peer_sdpa.py --lib "$lib" --no-check --shapes "$shapes"
   fi
   # Java API against the native driver on the same shapes, native before and after Java so that a
   # warmer (slower-clocked) GPU late in the run does not pass for Java overhead.
