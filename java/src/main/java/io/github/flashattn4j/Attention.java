@@ -110,8 +110,8 @@ public final class Attention {
         long[] s = q.shape();
         // The scope frees the new tensors only if something fails before they are handed over.
         try (TensorScope onFailure = TensorScope.open()) {
-            Tensor out = onFailure.empty(q.dtype(), q.device(), s);
-            Tensor lse = onFailure.empty(DType.FLOAT32, q.device(), s[0], s[2], s[1]);
+            Tensor out = newOutput(onFailure, q.dtype(), q.device(), stream, s);
+            Tensor lse = newOutput(onFailure, DType.FLOAT32, q.device(), stream, s[0], s[2], s[1]);
             runForward(q, k, v, out, lse, options, stream);
             onFailure.releaseAll();
             return new AttentionOutput(out, lse);
@@ -126,6 +126,7 @@ public final class Attention {
         requireNonNull(all, names);
         requireRank(q, "q");
         requireOneDevice(all, names, stream);
+        requireWritable(all, names, 3);
         try (Arena arena = Arena.ofConfined(); Leases leases = Leases.of(stream, all)) {
             MemorySegment params = params(arena, options, q.size(3));
             NativeCalls.check(flashattn4j_h.fa4j_attention_forward(params, describe(q, arena), describe(k, arena),
@@ -140,9 +141,9 @@ public final class Attention {
         requireRank(k, "k");
         if (stream != null) stream.requireUsableOn(q.device(), "q");  // before allocating anything
         try (TensorScope onFailure = TensorScope.open()) {
-            Tensor dq = onFailure.empty(q.dtype(), q.device(), q.shape());
-            Tensor dk = onFailure.empty(k.dtype(), k.device(), k.shape());
-            Tensor dv = onFailure.empty(k.dtype(), k.device(), k.shape());
+            Tensor dq = newOutput(onFailure, q.dtype(), q.device(), stream, q.shape());
+            Tensor dk = newOutput(onFailure, k.dtype(), k.device(), stream, k.shape());
+            Tensor dv = newOutput(onFailure, k.dtype(), k.device(), stream, k.shape());
             runBackward(dout, q, k, v, out, lse, dq, dk, dv, options, stream);
             onFailure.releaseAll();
             return new AttentionGradients(dq, dk, dv);
@@ -157,6 +158,7 @@ public final class Attention {
         requireNonNull(all, names);
         requireRank(q, "q");
         requireOneDevice(all, names, stream);
+        requireWritable(all, names, 6);
         try (Arena arena = Arena.ofConfined(); Leases leases = Leases.of(stream, all)) {
             MemorySegment params = params(arena, options, q.size(3));
             NativeCalls.check(flashattn4j_h.fa4j_attention_backward(params, describe(dout, arena), describe(q, arena),
@@ -188,6 +190,25 @@ public final class Attention {
 
     private static MemorySegment describe(Tensor t, Arena arena) {
         return TensorDescriptors.describe(t, arena);
+    }
+
+    /**
+     * A new output on {@code device}; CUDA memory is allocated in the order of the call's stream (the
+     * default stream when {@code stream} is null), so the call can use it at once and its release later
+     * is ordered after the call.
+     */
+    private static Tensor newOutput(TensorScope scope, DType dtype, Device device, CudaStream stream, long... shape) {
+        CudaStream home = !device.isCuda() ? null : stream != null ? stream : CudaStream.defaultStream(device);
+        return scope.track(Tensor.allocate(dtype, device, home, shape));
+    }
+
+    /** Outputs (tensors from index {@code firstOutput} on) must accept writes. */
+    private static void requireWritable(Tensor[] tensors, String[] names, int firstOutput) {
+        for (int i = firstOutput; i < tensors.length; i++) {
+            if (tensors[i].isReadOnly()) {
+                throw new FlashAttnException.InvalidArgument(names[i] + " is read-only (imported as such through DLPack)");
+            }
+        }
     }
 
     private static void requireNonNull(Tensor[] tensors, String... names) {
@@ -229,6 +250,12 @@ public final class Attention {
             try {
                 if (stream != null) leases.stream = stream.lease();
                 for (Tensor t : tensors) leases.held.add(t.lease());
+                Device device = tensors[0].device();
+                if (device.isCuda()) {
+                    // Closing any of these tensors must now be ordered after the work this call queues.
+                    CudaStream used = stream != null ? stream : CudaStream.defaultStream(device);
+                    for (Tensor t : tensors) t.usedOn(used);
+                }
                 return leases;
             } catch (RuntimeException e) {
                 leases.close();

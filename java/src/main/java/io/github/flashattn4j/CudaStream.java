@@ -9,6 +9,7 @@ import java.lang.ref.Cleaner;
 import java.util.Objects;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ConcurrentMap;
+import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.atomic.AtomicLong;
 
 /**
@@ -33,7 +34,21 @@ import java.util.concurrent.atomic.AtomicLong;
  *   <li>{@link #defaultStream(Device)} names the device's legacy default stream ({@code NULL}), on which
  *       every call that takes no stream runs. It is owned by nobody: {@link #close()} does nothing and it is
  *       never closed.</li>
+ *   <li>{@link #wrap(Device, long)} names a stream that another library owns (a {@code cudaStream_t} from
+ *       PyTorch, cuDNN, a JNI library...), so that our kernels are ordered on the framework's own stream.
+ *       The wrapper never destroys it: {@link #close()} waits for the work queued on it and retires the
+ *       wrapper. The owner must keep the stream alive until the wrapper is closed and until every tensor
+ *       used on it has been closed (closing a tensor orders its release after the streams that used it).</li>
  * </ul>
+ *
+ * <h2>Tensors used on several streams</h2>
+ * Device memory comes from the library's stream-ordered pool: a tensor is allocated in the order of a
+ * stream (the default stream, or the one given to {@link Tensor#empty(DType, CudaStream, long...)} or to an
+ * attention call that allocates its outputs), and closing it releases the memory in stream order, without
+ * synchronizing anything. Every stream an attention call used a tensor on is remembered, and closing the
+ * tensor orders the release after the work queued so far on each of them, so closing a tensor right after
+ * queueing work on it, on any streams, is safe. Work queued on another library's stream with the tensor's
+ * raw address (outside this library) is not known: synchronize that stream before closing the tensor.
  *
  * <h2>Closing</h2>
  * {@code close()} waits for the work queued on the stream to finish, then destroys it, so closing a stream
@@ -68,14 +83,14 @@ public final class CudaStream implements AutoCloseable {
     private final Release release;            // null for the default stream
     private final Cleaner.Cleanable cleanable;  // null for the default stream
 
-    private CudaStream(Device device, long handle) {
+    private CudaStream(Device device, long handle, boolean owned) {
         this.device = device;
         this.handle = handle;
         if (handle == 0) {
             this.release = null;
             this.cleanable = null;
         } else {
-            this.release = new Release(device.index(), handle);
+            this.release = new Release(device.index(), handle, owned);
             this.cleanable = Storage.CLEANER.register(this, release);
         }
     }
@@ -95,7 +110,7 @@ public final class CudaStream implements AutoCloseable {
             long handle = holder.get(ValueLayout.ADDRESS, 0).address();
             if (handle == 0) throw new FlashAttnException.Cuda("fa4j_cuda_stream_create returned a null stream");
             try {
-                return new CudaStream(device, handle);
+                return new CudaStream(device, handle, true);
             } catch (RuntimeException | Error e) {
                 flashattn4j_h.fa4j_cuda_stream_destroy(device.index(), MemorySegment.ofAddress(handle));
                 throw e;
@@ -111,7 +126,32 @@ public final class CudaStream implements AutoCloseable {
      */
     public static CudaStream defaultStream(Device device) {
         requireCuda(device);
-        return DEFAULT_STREAMS.computeIfAbsent(device.index(), index -> new CudaStream(Device.cuda(index), 0));
+        return DEFAULT_STREAMS.computeIfAbsent(device.index(), index -> new CudaStream(Device.cuda(index), 0, false));
+    }
+
+    /**
+     * A stream owned by someone else, given as its raw {@code cudaStream_t} handle on {@code device}: our
+     * kernels and copies given this wrapper are queued on it. Handle 0 is the device's legacy default
+     * stream ({@link #defaultStream}). The wrapper does not own the stream: {@link #close()} waits for
+     * its work and retires the wrapper, never destroys it; the owner must keep it alive until then (see
+     * the class documentation). The handle cannot be checked here: a handle that is not a live stream of
+     * {@code device} is undefined behaviour in the CUDA runtime, as it is for the owner's own calls.
+     *
+     * @throws FlashAttnException.InvalidArgument if {@code device} is not a CUDA device
+     */
+    public static CudaStream wrap(Device device, long handle) {
+        requireCuda(device);
+        if (handle == 0) return defaultStream(device);
+        NativeCalls.ensureLoaded();
+        return new CudaStream(device, handle, false);
+    }
+
+    /**
+     * The raw {@code cudaStream_t} of this stream (0 for the legacy default stream), to hand to other
+     * libraries so that their work is ordered with ours. Valid until this stream is closed.
+     */
+    public long nativeHandle() {
+        return handle;
     }
 
     /** The CUDA device this stream queues work on. */
@@ -122,6 +162,11 @@ public final class CudaStream implements AutoCloseable {
     /** Whether this is the device's legacy default stream (see {@link #defaultStream}). */
     public boolean isDefault() {
         return handle == 0;
+    }
+
+    /** Whether this stream was made by {@link #create} (and is destroyed by {@link #close()}). */
+    public boolean isOwned() {
+        return release != null && release.owned;
     }
 
     /** Whether {@link #close()} has been called on this (owned) stream; never true for a default stream. */
@@ -195,6 +240,24 @@ public final class CudaStream implements AutoCloseable {
         }
     }
 
+    /**
+     * Returns once a closed stream's release (wait, then destroy) has finished: after that, nothing queued
+     * on it can still be running. Returns at once for a default stream.
+     */
+    void awaitReleased() {
+        if (release == null) return;
+        boolean interrupted = false;
+        while (true) {
+            try {
+                release.finished.await();
+                break;
+            } catch (InterruptedException e) {
+                interrupted = true;
+            }
+        }
+        if (interrupted) Thread.currentThread().interrupt();
+    }
+
     /** {@link #requireOn}, and throws {@link IllegalStateException} if this stream is closed. */
     void requireUsableOn(Device tensorDevice, String what) {
         requireOn(tensorDevice, what);
@@ -238,26 +301,38 @@ public final class CudaStream implements AutoCloseable {
         }
     }
 
-    /** Synchronizes and destroys the stream; holds no reference to it so the Cleaner can run it. */
+    /**
+     * Synchronizes the stream and, if owned, destroys it; holds no reference to the stream so the Cleaner
+     * can run it.
+     */
     private static final class Release implements Runnable {
         private final int device;
         private final long handle;
+        private final boolean owned;
+        // Counted down once run() is over: "closed" then means "finished" (see awaitReleased).
+        private final CountDownLatch finished = new CountDownLatch(1);
         // What went wrong, for close() to throw (the Cleaner's thread has nowhere to report it).
         private volatile FlashAttnException failure;
 
-        Release(int device, long handle) {
+        Release(int device, long handle, boolean owned) {
             this.device = device;
             this.handle = handle;
+            this.owned = owned;
         }
 
         @Override
         public void run() {
-            MemorySegment stream = MemorySegment.ofAddress(handle);
-            // Destroying does not wait for queued work; waiting first keeps "closed" meaning "finished".
-            FlashAttnException sync = NativeCalls.failure(flashattn4j_h.fa4j_cuda_stream_synchronize(device, stream));
-            FlashAttnException destroy = NativeCalls.failure(flashattn4j_h.fa4j_cuda_stream_destroy(device, stream));
-            if (sync != null && destroy != null) sync.addSuppressed(destroy);
-            failure = sync != null ? sync : destroy;
+            try {
+                MemorySegment stream = MemorySegment.ofAddress(handle);
+                // Destroying does not wait for queued work; waiting first keeps "closed" meaning "finished".
+                FlashAttnException sync = NativeCalls.failure(flashattn4j_h.fa4j_cuda_stream_synchronize(device, stream));
+                FlashAttnException destroy = owned
+                        ? NativeCalls.failure(flashattn4j_h.fa4j_cuda_stream_destroy(device, stream)) : null;
+                if (sync != null && destroy != null) sync.addSuppressed(destroy);
+                failure = sync != null ? sync : destroy;
+            } finally {
+                finished.countDown();
+            }
         }
     }
 }

@@ -26,6 +26,34 @@ record Layout(long[] shape, long[] strides, long offset) {
         return new Layout(shape, strides, 0);
     }
 
+    /**
+     * The layout of {@code shape} with the given {@code strides} (in elements, non-negative) at offset 0,
+     * checked so that every addressed offset fits in 63 bits.
+     */
+    static Layout strided(long[] shape, long[] strides) {
+        if (shape.length != strides.length) {
+            throw new IllegalArgumentException("shape " + Arrays.toString(shape) + " and strides " + Arrays.toString(strides)
+                    + " differ in rank");
+        }
+        contiguous(shape);  // checks the sizes and the element count
+        long last = 0;
+        boolean empty = false;
+        for (int i = 0; i < shape.length; i++) {
+            if (strides[i] < 0) throw new IllegalArgumentException("negative stride in " + Arrays.toString(strides));
+            if (shape[i] == 0) empty = true;
+        }
+        if (!empty) {
+            for (int i = 0; i < shape.length; i++) {
+                if (shape[i] > 1 && strides[i] > 0 && shape[i] - 1 > (Long.MAX_VALUE - 1 - last) / strides[i]) {
+                    throw new IllegalArgumentException("shape " + Arrays.toString(shape) + " with strides "
+                            + Arrays.toString(strides) + " addresses more than 2^63 elements");
+                }
+                last += (shape[i] - 1) * strides[i];
+            }
+        }
+        return new Layout(shape, strides, 0);
+    }
+
     int rank() {
         return shape.length;
     }

@@ -43,6 +43,15 @@ abstract sealed class Storage permits HostStorage, DeviceStorage {
     /** Native address of byte 0. */
     abstract long address();
 
+    /** The native {@code fa4j_buffer} that owns the memory, or 0 for memory the library does not own. */
+    abstract long buffer();
+
+    /** Records that work queued on {@code stream} may use this memory (device memory only). */
+    void usedOn(CudaStream stream) {}
+
+    /** Throws {@link IllegalStateException} if memory owned by someone else has been freed by them. */
+    void requireAlive() {}
+
     final boolean isClosed() {
         return (state.get() & CLOSED) != 0;
     }
