@@ -90,13 +90,26 @@ if [ $skip_bench -eq 0 ]; then
     done
   }
   step "bench: native driver" bench-native-1.log bench_native
-  step "bench: Java API" bench-java.log "$java" --enable-native-access=ALL-UNNAMED -Dflashattn4j.library.path="$lib" \
-    -cp "$bundle/jars/flashattn4j-benchmarks.jar" io.github.flashattn4j.bench.BenchCli --device cuda:0 \
-    --shapes "$shapes" --warmup 5 --iters 30
+  # Java API against the native driver: the default stream and Gaussian inputs (what users get), then the
+  # native driver's own conditions one at a time (its own non-blocking stream; its input distribution), so
+  # that a gap between Java and native is attributed rather than guessed at.
+  bench_java() {
+    local stream inputs
+    for stream in "" --stream; do
+      for inputs in gaussian uniform4; do
+        "$java" --enable-native-access=ALL-UNNAMED -Dflashattn4j.library.path="$lib" \
+          -cp "$bundle/jars/flashattn4j-benchmarks.jar" io.github.flashattn4j.bench.BenchCli --device cuda:0 \
+          --shapes "$shapes" --warmup 5 --iters 30 $stream --inputs "$inputs" || return 1
+      done
+    done
+  }
+  step "bench: Java API" bench-java.log bench_java
   step "bench: native driver again" bench-native-2.log bench_native
+  step "bench: allocation per step" bench-alloc.log "$java" --enable-native-access=ALL-UNNAMED -Dflashattn4j.library.path="$lib" \
+    -cp "$bundle/jars/flashattn4j-benchmarks.jar" io.github.flashattn4j.bench.AllocationBench
 fi
 
 echo
 echo "=== GPU loop summary ($(cat "$logs/gpu.txt")) ==="
 printf '%s\n' "${summary[@]}"
-for f in bench-peers.log bench-native-1.log bench-java.log bench-native-2.log; do [ -f "$logs/$f" ] && { echo "--- $f"; tail -n 20 "$logs/$f"; }; done
+for f in inprocess-check.log bench-peers.log bench-native-1.log bench-java.log bench-native-2.log bench-alloc.log; do [ -f "$logs/$f" ] && { echo "--- $f"; grep -v '^PASS\|^check ' "$logs/$f" | tail -n 30; }; done
