@@ -92,6 +92,9 @@ size_t check_tensor(const fa4j_tensor& t, bool strides_required) {
                 t.byte_offset <= static_cast<uint64_t>(kMax - span_elements * (t.dtype.bits / 8)),
             "addressed bytes overflow 63 bits");
     require(empty || elements == 0 || t.data != nullptr, "data is null for a non-empty tensor");
+    const uint64_t element_bytes = t.dtype.bits / 8;
+    require(t.byte_offset % element_bytes == 0 && reinterpret_cast<uintptr_t>(t.data) % element_bytes == 0,
+            "data and byte_offset must be aligned to the element size (" + std::to_string(element_bytes) + " bytes)");
     return empty ? static_cast<size_t>(t.byte_offset)
                  : static_cast<size_t>(t.byte_offset + static_cast<uint64_t>(span_elements) * (t.dtype.bits / 8));
 }
