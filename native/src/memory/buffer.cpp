@@ -1,5 +1,7 @@
 #include "memory/buffer.hpp"
 
+#include <sys/mman.h>
+
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -13,6 +15,10 @@ namespace {
 
 // Host buffers are aligned for the CPU kernels' vector loads.
 constexpr size_t kHostAlignment = 64;
+// From this size on, host buffers are mapped pages of their own: zero-filled lazily by the kernel and
+// returned to it on release. (Through malloc, glibc raises its mmap threshold after the first large
+// free, after which large blocks come from the heap, must be zeroed by hand, and stay resident.)
+constexpr size_t kMapThreshold = size_t(1) << 20;
 
 // Every live buffer, so that handles from callers are checked before use: a released or made-up handle
 // gives INVALID_ARGUMENT instead of a use-after-free. Never destroyed (buffers may be released during
@@ -48,17 +54,26 @@ Buffer::~Buffer() {
 Buffer* Buffer::allocate(fa4j_device device, size_t bytes, fa4j_stream stream) {
     check_device(device, stream);
     if (device.device_type == FA4J_DEVICE_CPU) {
-        // calloc: large blocks arrive as fresh zero pages from the kernel, so zeroing costs nothing up front.
-        require(bytes <= SIZE_MAX - kHostAlignment, "buffer of " + std::to_string(bytes) + " bytes is too large");
-        void* allocation = std::calloc(bytes + kHostAlignment, 1);
+        require(bytes <= SIZE_MAX / 2, "buffer of " + std::to_string(bytes) + " bytes is too large");
+        const bool mapped = bytes >= kMapThreshold;
+        void* allocation = nullptr;
+        void* data = nullptr;
+        if (mapped) {
+            allocation = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (allocation == MAP_FAILED) allocation = nullptr;
+            data = allocation;  // page-aligned
+        } else {
+            allocation = std::calloc(bytes + kHostAlignment, 1);
+            const auto address = reinterpret_cast<uintptr_t>(allocation);
+            data = reinterpret_cast<void*>((address + kHostAlignment - 1) / kHostAlignment * kHostAlignment);
+        }
         if (allocation == nullptr)
             fail(FA4J_ERROR_OUT_OF_MEMORY, "cannot allocate " + std::to_string(bytes) + " bytes of host memory");
-        const auto address = reinterpret_cast<uintptr_t>(allocation);
-        void* data = reinterpret_cast<void*>((address + kHostAlignment - 1) / kHostAlignment * kHostAlignment);
         try {
-            return new Buffer(Kind::Host, device, data, bytes, allocation, {});
+            return new Buffer(mapped ? Kind::HostMapped : Kind::Host, device, data, bytes, allocation, {});
         } catch (...) {
-            std::free(allocation);
+            if (mapped) munmap(allocation, bytes);
+            else std::free(allocation);
             throw;
         }
     }
@@ -117,6 +132,9 @@ void Buffer::free_memory(const fa4j_stream* streams, int count) {
     switch (kind_) {
         case Kind::Host:
             std::free(allocation_);
+            return;
+        case Kind::HostMapped:
+            munmap(allocation_, bytes_);
             return;
         case Kind::DevicePool:
             pending_.free_after(device_.device_id, data_, streams, count);

@@ -40,7 +40,7 @@ public:
     Buffer& operator=(const Buffer&) = delete;
 
 private:
-    enum class Kind { Host, DevicePool, Foreign };
+    enum class Kind { Host, HostMapped, DevicePool, Foreign };
     Buffer(Kind kind, fa4j_device device, void* data, size_t bytes, void* allocation, ForeignRelease release);
     ~Buffer();
     bool on_cuda() const { return device_.device_type == FA4J_DEVICE_CUDA; }
@@ -50,7 +50,7 @@ private:
     const fa4j_device device_;
     void* const data_;
     const size_t bytes_;
-    void* const allocation_;  // what to free for Host (data_ is aligned inside it)
+    void* const allocation_;  // what to free (Host) or unmap (HostMapped); data_ is aligned inside it
     ForeignRelease foreign_release_;
     std::mutex mutex_;          // guards references_ and pending_
     long long references_ = 1;
