@@ -56,7 +56,7 @@ step "native tests (ctest)" ctest.log ctest --test-dir "$work/build" --output-on
 run_java_tests() {
   rm -rf "$work/test-classes" && tar xzf "$bundle/test-classes.tgz" -C "$work"
   local cp="$work/test-classes"
-  for j in "$bundle"/jars/flashattn4j-0*.jar "$bundle"/jars/flashattn4j-bindings-*.jar; do cp="$cp:$j"; done
+  for j in "$bundle"/jars/flashattn4j-0*.jar "$bundle"/jars/flashattn4j-bindings-*.jar "$bundle"/jars/jqwik-*.jar; do cp="$cp:$j"; done
   "$java" --enable-native-access=ALL-UNNAMED -Xmx8g -Dflashattn4j.library.path="$lib" \
     -Dfa4j.header="$top/native/include/flashattn4j.h" -Dfa4j.bindings.sources="$top/bindings/src/main/java" \
     -jar "$bundle"/jars/junit-platform-console-standalone-*.jar execute --class-path "$cp" --scan-class-path \

@@ -20,6 +20,14 @@ import java.util.Objects;
  * lse); head dims: multiples of 8 up to 256. Causal masking is bottom-right aligned. A call the library
  * cannot run throws a {@link FlashAttnException} naming the argument at fault; the JVM is never at risk.
  *
+ * <h2>Errors</h2>
+ * {@link FlashAttnException.InvalidArgument} for tensors that do not fit together (rank, dtype, shape,
+ * heads, strides, device, overlapping outputs), {@link FlashAttnException.Unsupported} for a head dim the
+ * library does not implement, {@link FlashAttnException.OutOfMemory} when outputs or workspace cannot be
+ * allocated, {@link IllegalStateException} for a closed tensor or stream, {@link NullPointerException} for
+ * a null argument. The methods that allocate their outputs check the inputs first, so a call that would be
+ * refused allocates nothing.
+ *
  * <h2>Where and when the work runs</h2>
  * All tensors of a call must be on one device (checked: {@link FlashAttnException.InvalidArgument}), which
  * picks the backend. On the CPU a call finishes before it returns. On CUDA it queues kernels and returns:
