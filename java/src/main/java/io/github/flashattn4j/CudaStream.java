@@ -52,7 +52,8 @@ import java.util.concurrent.atomic.AtomicLong;
  *
  * <h2>Closing</h2>
  * {@code close()} waits for the work queued on the stream to finish, then destroys it, so closing a stream
- * with work (or tensors still used by queued work) pending is safe. It is idempotent; a closed stream
+ * with work (or tensors still used by queued work) pending is safe. (While a call on another thread is
+ * using the stream, that call does the waiting and destroying as it returns: see {@link #close()}.) It is idempotent; a closed stream
  * given to any call throws {@link IllegalStateException}, as a closed tensor does. An error that queued
  * work reported while finishing (for example a kernel fault) is thrown by {@code close()} as a
  * {@link FlashAttnException}, after the stream has been destroyed anyway. A stream nobody closed is
@@ -61,8 +62,8 @@ import java.util.concurrent.atomic.AtomicLong;
  *
  * <h2>Threads</h2>
  * A stream may be shared between threads; work from several threads on one stream is ordered as the calls
- * happened. Closing a stream while a call on another thread is queueing work on it fails with
- * {@link IllegalStateException} and leaves it open.
+ * happened. Closing a stream while a call on another thread is using it never fails: the stream is closed
+ * for new calls at once, and destroyed when the running calls return (see {@link #close()}).
  *
  * <pre>{@code
  * try (CudaStream stream = CudaStream.create(Device.cuda(0))) {
@@ -78,7 +79,8 @@ public final class CudaStream implements AutoCloseable {
 
     private final Device device;
     private final long handle;  // 0: the legacy default stream
-    // CLOSED bit | number of leases held (calls queueing work on the stream right now).
+    // CLOSED bit | number of leases held (calls using the stream right now). Once CLOSED is set the count
+    // only falls: close() destroys the stream if it saw no lease, else the release that empties the count.
     private final AtomicLong state = new AtomicLong();
     private final Release release;            // null for the default stream
     private final Cleaner.Cleanable cleanable;  // null for the default stream
@@ -188,12 +190,16 @@ public final class CudaStream implements AutoCloseable {
 
     /**
      * Waits for the work queued on this stream, then destroys it. Idempotent; does nothing for a default
-     * stream.
+     * stream. The stream counts as closed as soon as this is called: later calls given it throw
+     * {@link IllegalStateException}.
      *
-     * @throws IllegalStateException if a call on another thread is queueing work on the stream right now
-     *                               (the stream then stays open)
-     * @throws FlashAttnException    if finishing the queued work or destroying the stream reported an error;
-     *                               the stream is closed regardless
+     * <p>If calls on other threads are using the stream right now (queueing work on it, copying on it,
+     * or synchronizing it), this returns at once and the last of those calls, as it returns, waits for
+     * the stream's work and destroys it, on its own thread. An error the queued work reported is then not
+     * thrown anywhere: call {@link #synchronize()} before closing where that matters.
+     *
+     * @throws FlashAttnException if finishing the queued work or destroying the stream reported an error
+     *                            (only when closed here, not deferred); the stream is closed regardless
      */
     @Override
     public void close() {
@@ -202,8 +208,8 @@ public final class CudaStream implements AutoCloseable {
         do {
             s = state.get();
             if ((s & CLOSED) != 0) return;
-            if (s != 0) throw new IllegalStateException("cannot close " + this + ": a call on another thread is using it");
-        } while (!state.compareAndSet(s, CLOSED));
+        } while (!state.compareAndSet(s, s | CLOSED));
+        if (s != 0) return;  // deferred to the last lease's release
         cleanable.clean();
         FlashAttnException failure = release.failure;
         if (failure != null) throw failure;
@@ -225,6 +231,22 @@ public final class CudaStream implements AutoCloseable {
         do {
             s = state.get();
             if ((s & CLOSED) != 0) throw new IllegalStateException(this + " has been closed");
+        } while (!state.compareAndSet(s, s + 1));
+        return new Lease(this);
+    }
+
+    /**
+     * A lease for ordering a release of memory after this stream's work: unlike {@link #lease()}, also
+     * granted on a closed stream whose deferred destruction has not started (calls still hold it, so it
+     * still exists, and the last lease released destroys it); null once the destruction has started. A
+     * thread that holds a lease on this stream and releases a tensor used on it must not wait for the
+     * stream's destruction, which waits for that very lease.
+     */
+    Lease leaseUnlessReleased() {
+        long s;
+        do {
+            s = state.get();
+            if (s == CLOSED) return null;
         } while (!state.compareAndSet(s, s + 1));
         return new Lease(this);
     }
@@ -294,9 +316,11 @@ public final class CudaStream implements AutoCloseable {
 
         @Override
         public void close() {
-            if (stream != null) {
-                stream.state.decrementAndGet();
+            CudaStream s = stream;
+            if (s != null) {
                 stream = null;
+                // The last lease of a stream whose close was deferred synchronizes and destroys it.
+                if (s.state.decrementAndGet() == CLOSED) s.cleanable.clean();
             }
         }
     }

@@ -32,7 +32,8 @@ final class StreamUses {
     /**
      * The open streams, home first, as an {@code fa4j_stream[]} in {@code arena}, each leased until
      * {@code leases} are closed. Closed streams are left out once their release has finished: nothing
-     * queued on them can still run.
+     * queued on them can still run. A closed stream whose release is deferred (calls still hold it) is
+     * leased all the same: waiting for it here could wait for a lease this very thread holds.
      */
     Leased lease(Arena arena) {
         List<CudaStream> all = new ArrayList<>(3);
@@ -42,10 +43,8 @@ final class StreamUses {
         }
         Leased leased = new Leased(arena.allocate(ValueLayout.ADDRESS, Math.max(1, all.size())));
         for (CudaStream stream : all) {
-            CudaStream.Lease lease;
-            try {
-                lease = stream.lease();
-            } catch (IllegalStateException closed) {
+            CudaStream.Lease lease = stream.leaseUnlessReleased();
+            if (lease == null) {
                 stream.awaitReleased();
                 continue;
             }

@@ -45,11 +45,34 @@ import java.util.SplittableRandom;
  * ({@link #isReadOnly()}) refuses every write.
  *
  * <h2>Threads</h2>
- * Tensors may be shared between threads. Closing a tensor while a native call on another thread is using
- * its memory fails with {@link IllegalStateException} and leaves it open. (Work that a call queued on a
- * CUDA stream and that is still running does not count: see above.)
+ * Tensors may be shared between threads. Closing a tensor while a call on another thread is using its
+ * memory never fails and never frees memory under that call: the tensor is closed at once (later calls
+ * throw {@link IllegalStateException}), and its memory is freed when the running call returns, on that
+ * call's thread (for a CUDA tensor, in the order of the streams that used it, as described above). Calls that
+ * started before the close finish normally. (Work that a call queued on a CUDA stream and that is still
+ * running does not hold the memory: see above.)
+ *
+ * <h2>Errors</h2>
+ * <ul>
+ *   <li>{@link IllegalArgumentException}: a shape, size or array length that does not fit (a negative
+ *       size, a shape whose element count or byte size overflows a {@code long}, a reshape to another
+ *       element count).</li>
+ *   <li>{@link IndexOutOfBoundsException}: a dimension or index out of range ({@link #size}, {@link #stride},
+ *       {@link #slice}, {@link #select}, {@link #transpose}), as for Java arrays and lists.</li>
+ *   <li>{@link IllegalStateException}: a closed tensor, or a tensor whose state does not allow the call
+ *       ({@link #reshape} of a non-contiguous tensor, {@link #toFloatArray} of more elements than a Java
+ *       array holds).</li>
+ *   <li>{@link FlashAttnException.OutOfMemory}: host or device memory could not be allocated; other
+ *       {@link FlashAttnException}s: failures of the native library or the CUDA runtime.</li>
+ *   <li>{@link NullPointerException}: a null argument.</li>
+ * </ul>
  */
 public final class Tensor implements AutoCloseable {
+
+    // Longest Java array the JVM allocates reliably (as in ArraysSupport.SOFT_MAX_ARRAY_LENGTH).
+    private static final int MAX_ARRAY_LENGTH = Integer.MAX_VALUE - 8;
+    // Host staging for fills of CUDA tensors: 16 MiB of float32.
+    private static final long FILL_CHUNK_ELEMENTS = 1L << 22;
 
     private final Storage storage;
     private final DType dtype;
@@ -81,6 +104,9 @@ public final class Tensor implements AutoCloseable {
 
     /**
      * A new contiguous tensor. Host memory starts zeroed; device memory starts with unspecified contents.
+     *
+     * @throws IllegalArgumentException       if a size is negative or the tensor's size in bytes overflows a long
+     * @throws FlashAttnException.OutOfMemory if the memory cannot be allocated
      */
     public static Tensor empty(DType dtype, Device device, long... shape) {
         Objects.requireNonNull(device, "device");
@@ -105,12 +131,7 @@ public final class Tensor implements AutoCloseable {
         Objects.requireNonNull(device, "device");
         Objects.requireNonNull(shape, "shape");
         Layout layout = Layout.contiguous(shape);
-        long bytes;
-        try {
-            bytes = Math.multiplyExact(layout.elementCount(), (long) dtype.byteSize());
-        } catch (ArithmeticException e) {
-            throw new IllegalArgumentException("tensor of shape " + Arrays.toString(shape) + " is too large", e);
-        }
+        long bytes = Layout.multiply(layout.elementCount(), dtype.byteSize(), shape);
         Storage storage = device.isCuda() ? DeviceStorage.allocate(device, bytes, home) : HostStorage.allocate(bytes);
         return new Tensor(storage, dtype, layout, true);
     }
@@ -141,10 +162,17 @@ public final class Tensor implements AutoCloseable {
         }
     }
 
-    /** A new contiguous tensor of standard-normal samples from a generator seeded with {@code seed}. */
+    /**
+     * A new contiguous tensor of standard-normal samples from a generator seeded with {@code seed}.
+     *
+     * @throws IllegalArgumentException if the shape is invalid or has more elements than a Java array holds
+     */
     public static Tensor randn(DType dtype, Device device, long seed, long... shape) {
+        Objects.requireNonNull(dtype, "dtype");
+        Objects.requireNonNull(device, "device");
+        Objects.requireNonNull(shape, "shape");
         long count = Layout.contiguous(shape).elementCount();
-        if (count > Integer.MAX_VALUE - 8) throw new IllegalArgumentException("randn supports at most 2^31 - 9 elements");
+        if (count > MAX_ARRAY_LENGTH) throw new IllegalArgumentException("randn supports at most " + MAX_ARRAY_LENGTH + " elements, shape " + Arrays.toString(shape) + " has " + count);
         SplittableRandom random = new SplittableRandom(seed);
         float[] values = new float[(int) count];
         for (int i = 0; i < values.length; i++) values[i] = (float) random.nextGaussian();
@@ -158,6 +186,12 @@ public final class Tensor implements AutoCloseable {
      */
     public static Tensor fromArray(float[] values, DType dtype, Device device, long... shape) {
         Objects.requireNonNull(values, "values");
+        Objects.requireNonNull(shape, "shape");
+        long count = Layout.contiguous(shape).elementCount();
+        if (values.length != count) {
+            // Before allocating: a wrong shape must not cost (or fail) an allocation of its size.
+            throw new IllegalArgumentException(values.length + " values for a tensor of shape " + Arrays.toString(shape));
+        }
         Tensor t = empty(dtype, device, shape);
         try {
             t.copyFromArray(values);
@@ -190,7 +224,11 @@ public final class Tensor implements AutoCloseable {
         return layout.shapeCopy();
     }
 
-    /** Size of dimension {@code dim}; negative values count from the end. */
+    /**
+     * Size of dimension {@code dim}; negative values count from the end.
+     *
+     * @throws IndexOutOfBoundsException if {@code dim} is not in {@code [-dim(), dim())}
+     */
     public long size(int dim) {
         return layout.size(normalize(dim));
     }
@@ -200,7 +238,11 @@ public final class Tensor implements AutoCloseable {
         return layout.stridesCopy();
     }
 
-    /** Stride of dimension {@code dim} in elements; negative values count from the end. */
+    /**
+     * Stride of dimension {@code dim} in elements; negative values count from the end.
+     *
+     * @throws IndexOutOfBoundsException if {@code dim} is not in {@code [-dim(), dim())}
+     */
     public long stride(int dim) {
         return layout.stride(normalize(dim));
     }
@@ -210,7 +252,10 @@ public final class Tensor implements AutoCloseable {
         return layout.elementCount();
     }
 
-    /** Whether the elements are laid out densely in row-major order. */
+    /**
+     * Whether the elements are laid out densely in row-major order. A tensor without elements is
+     * contiguous.
+     */
     public boolean isContiguous() {
         return layout.isContiguous();
     }
@@ -234,7 +279,13 @@ public final class Tensor implements AutoCloseable {
     // Views: no copy, shared memory
     // ---------------------------------------------------------------------------------------------
 
-    /** The view of indices {@code [start, end)} along {@code dim}. */
+    /**
+     * The view of indices {@code [start, end)} along {@code dim} (negative {@code dim} counts from the end).
+     *
+     * @throws IndexOutOfBoundsException if {@code dim} is out of range, or not
+     *                                   {@code 0 <= start <= end <= size(dim)}
+     * @throws IllegalStateException     if this tensor is closed
+     */
     public Tensor slice(int dim, long start, long end) {
         int d = normalize(dim);
         long size = layout.size(d);
@@ -246,7 +297,12 @@ public final class Tensor implements AutoCloseable {
         return view(new Layout(shape, layout.stridesCopy(), layout.offset() + start * layout.stride(d)));
     }
 
-    /** The view with dimensions {@code a} and {@code b} swapped. */
+    /**
+     * The view with dimensions {@code a} and {@code b} swapped (negative values count from the end).
+     *
+     * @throws IndexOutOfBoundsException if {@code a} or {@code b} is out of range
+     * @throws IllegalStateException     if this tensor is closed
+     */
     public Tensor transpose(int a, int b) {
         int da = normalize(a), db = normalize(b);
         long[] shape = layout.shapeCopy(), strides = layout.stridesCopy();
@@ -259,10 +315,19 @@ public final class Tensor implements AutoCloseable {
         return view(new Layout(shape, strides, layout.offset()));
     }
 
-    /** The view at {@code index} along {@code dim}, which is removed. */
+    /**
+     * The view at {@code index} along {@code dim}, which is removed (negative {@code dim} counts from the
+     * end).
+     *
+     * @throws IndexOutOfBoundsException if {@code dim} is out of range, or not {@code 0 <= index < size(dim)}
+     * @throws IllegalStateException     if this tensor is closed
+     */
     public Tensor select(int dim, long index) {
         int d = normalize(dim);
-        Objects.checkIndex(index, layout.size(d));
+        long size = layout.size(d);
+        if (index < 0 || index >= size) {
+            throw new IndexOutOfBoundsException("index " + index + " of dimension " + d + " with size " + size);
+        }
         long[] shape = new long[dim() - 1], strides = new long[dim() - 1];
         for (int i = 0, j = 0; i < dim(); i++) {
             if (i == d) continue;
@@ -275,6 +340,10 @@ public final class Tensor implements AutoCloseable {
     /**
      * The view with a new shape over the same elements; one size may be -1 (inferred). Needs a contiguous
      * tensor.
+     *
+     * @throws IllegalArgumentException if the shape has another element count, a negative size other
+     *                                  than one -1, or overflows a long
+     * @throws IllegalStateException    if this tensor is closed or not contiguous
      */
     public Tensor reshape(long... shape) {
         Objects.requireNonNull(shape, "shape");
@@ -285,7 +354,7 @@ public final class Tensor implements AutoCloseable {
         for (int i = 0; i < resolved.length; i++) {
             if (resolved[i] == -1 && inferred < 0) inferred = i;
             else if (resolved[i] < 0) throw new IllegalArgumentException("invalid shape " + Arrays.toString(shape));
-            else known = Math.multiplyExact(known, resolved[i]);
+            else known = Layout.multiply(known, resolved[i], shape);
         }
         if (inferred >= 0) {
             if (known == 0 || numel() % known != 0) throw new IllegalArgumentException("cannot infer -1 in " + Arrays.toString(shape) + " for " + numel() + " elements");
@@ -329,9 +398,16 @@ public final class Tensor implements AutoCloseable {
 
     /** Sets every element to {@code value}, rounded to the dtype. Device views must be contiguous. */
     public void fill(float value) {
-        float[] values = new float[Math.toIntExact(numel())];
-        Arrays.fill(values, value);
-        copyFromArray(values);
+        try (Storage.Lease lease = leaseForWriting()) {
+            if (device().isCuda()) {
+                requireContiguousDeviceWrite();
+                fillDevice(value);
+            } else {
+                MemorySegment segment = hostSegment();
+                int elementSize = dtype.byteSize();
+                layout.forEachOffset(offset -> ElementCodec.set(segment, offset * elementSize, dtype, value));
+            }
+        }
     }
 
     /**
@@ -667,11 +743,12 @@ public final class Tensor implements AutoCloseable {
     }
 
     /**
-     * Frees the memory if this tensor owns it, and retires this tensor. Idempotent. For a CUDA tensor that
-     * owns its memory, first waits until all work queued on its device (on any stream) has finished, so
-     * queued kernels and copies never touch released memory.
+     * Frees the memory if this tensor owns it, and retires this tensor. Idempotent, and never fails. For a
+     * CUDA tensor that owns its memory, the release is ordered after the work queued so far on the streams
+     * that used it (see above), so queued kernels and copies never touch released memory.
      *
-     * @throws IllegalStateException if a native call on another thread is using the memory right now
+     * <p>While a call on another thread is using the memory, the tensor is closed at once but the memory is
+     * freed when that call returns, by that call's thread (see "Threads" above).
      */
     @Override
     public void close() {
@@ -773,9 +850,10 @@ public final class Tensor implements AutoCloseable {
 
     private float[] readAll(CudaStream.Lease stream) {
         long count = numel();
-        if (count > Integer.MAX_VALUE - 8) throw new IllegalStateException("tensor too large for a Java array: " + count);
+        if (count > MAX_ARRAY_LENGTH) throw new IllegalStateException("tensor too large for a Java array: " + count + " elements");
         float[] result = new float[(int) count];
         try (Storage.Lease lease = lease()) {
+            if (count == 0) return result;
             if (device().isCuda()) {
                 try (Tensor staged = stageOnHost(stream)) {
                     staged.readHost(result);
@@ -793,6 +871,7 @@ public final class Tensor implements AutoCloseable {
             throw new IllegalArgumentException(values.length + " values for a tensor of shape " + Arrays.toString(shape()));
         }
         try (Storage.Lease lease = leaseForWriting()) {
+            if (values.length == 0) return;
             if (device().isCuda()) {
                 requireContiguousDeviceWrite();
                 try (Tensor staged = empty(dtype, Device.CPU, shape())) {
@@ -809,6 +888,13 @@ public final class Tensor implements AutoCloseable {
         Objects.requireNonNull(source, "source");
         if (!Arrays.equals(shape(), source.shape())) {
             throw new IllegalArgumentException("shape " + Arrays.toString(source.shape()) + " cannot be copied into " + Arrays.toString(shape()));
+        }
+        if (numel() == 0) {
+            // Nothing to copy, but closed tensors are still refused (a zero-element view's offset may even
+            // lie past the end of its memory, where no copy routine should be pointed).
+            try (Storage.Lease a = lease(); Storage.Lease b = source.lease()) {
+                return;
+            }
         }
         if (source.dtype == dtype && source.isContiguous() && isContiguous() && (source.device().isCuda() || device().isCuda())) {
             try (Storage.Lease a = leaseForWriting(); Storage.Lease b = source.lease()) {
@@ -852,6 +938,20 @@ public final class Tensor implements AutoCloseable {
         } catch (RuntimeException e) {
             host.close();
             throw e;
+        }
+    }
+
+    /** Fills a contiguous CUDA tensor (under a lease) from a staged host chunk, without a Java array of its size. */
+    private void fillDevice(float value) {
+        long count = numel();
+        if (count == 0) return;
+        long chunk = Math.min(count, FILL_CHUNK_ELEMENTS);
+        try (Tensor staged = full(value, dtype, Device.CPU, chunk)) {
+            for (long start = 0; start < count; start += chunk) {
+                long n = Math.min(chunk, count - start);
+                Tensor part = new Tensor(storage, dtype, new Layout(new long[] {n}, new long[] {1}, layout.offset() + start), false);
+                DeviceCopies.copyBytes(staged, part, n * dtype.byteSize(), MemorySegment.NULL);
+            }
         }
     }
 
