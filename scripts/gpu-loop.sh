@@ -11,7 +11,10 @@
 #   6. runs the benchmarks (native driver + PyTorch SDPA peers, and the Java bench CLI),
 # and prints a summary. Logs go to $OUT (when set) or ./gpu-out.
 #   scripts/gpu-loop.sh [--skip-bench] [--skip-sanitizer] [--skip-soak] [--soak-cycles N]
-#                       [--shapes 2x8192x16x128,2x8192x16x64]
+#                       [--shapes 2x8192x16x128,2x8192x16x64] [--archs "90a-real"] [--skip-ctest]
+#                       [--sanitizers "memcheck racecheck synccheck"] [--benches "peers java alloc"]
+# --archs builds for fewer architectures (the local GPU's) to save device time; the full set is the CMake
+# default. All logs are also packed into $logs/logs.tgz (the device tool returns few files).
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -19,6 +22,7 @@ bundle="$top/.bundle"
 logs=${OUT:-$top/gpu-out}
 work=${FA4J_GPU_WORK:-/tmp/fa4j-gpu}
 skip_bench=0 skip_sanitizer=0 skip_soak=0 soak_cycles=1000000 shapes="2x8192x16x128,2x8192x16x64"
+archs="" skip_ctest=0 sanitizers="memcheck racecheck synccheck" benches="peers java alloc"
 while [ $# -gt 0 ]; do
   case "$1" in
     --skip-bench) skip_bench=1 ;;
@@ -26,6 +30,10 @@ while [ $# -gt 0 ]; do
     --skip-soak) skip_soak=1 ;;
     --soak-cycles) soak_cycles=$2; shift ;;
     --shapes) shapes=$2; shift ;;
+    --archs) archs=$2; shift ;;
+    --skip-ctest) skip_ctest=1 ;;
+    --sanitizers) sanitizers=$2; shift ;;
+    --benches) benches=$2; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -55,12 +63,13 @@ java="$work/jre/bin/java"
 
 build_native() {
   cmake -S native -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DFA4J_CUDA=ON -DFA4J_FETCH_CUTLASS=OFF \
-        -DCUTLASS_DIR="$work/cutlass/usr/include" && cmake --build "$work/build" --parallel "$(nproc)"
+        -DCUTLASS_DIR="$work/cutlass/usr/include" ${archs:+"-DCMAKE_CUDA_ARCHITECTURES=$archs"} &&
+    cmake --build "$work/build" --parallel "$(nproc)"
 }
 step "native build" build.log build_native || { printf '%s\n' "${summary[@]}"; exit 1; }
 lib="$work/build/libflashattn4j.so"
 
-step "native tests (ctest)" ctest.log ctest --test-dir "$work/build" --output-on-failure
+[ $skip_ctest -eq 0 ] && step "native tests (ctest)" ctest.log ctest --test-dir "$work/build" --output-on-failure
 
 rm -rf "$work/test-classes" && tar xzf "$bundle/test-classes.tgz" -C "$work"
 junit() {  # junit [JVM options] -- SELECTORS...: the JUnit console on the test classes against $lib
@@ -96,7 +105,7 @@ if [ $skip_sanitizer -eq 0 ]; then
     step "$tool $label" "$tool-$label.log" \
       env "$@" compute-sanitizer --tool "$tool" --error-exitcode 1 "$work/build/$driver" "${size[@]}"
   }
-  for tool in memcheck racecheck synccheck; do
+  for tool in $sanitizers; do
     sanitize "$tool" cuda_attention_forward_test forward
     sanitize "$tool" cuda_attention_forward_test forward-fa2 FA4J_CUDA_FORWARD=fa2
     sanitize "$tool" cuda_attention_backward_test backward
@@ -104,7 +113,7 @@ if [ $skip_sanitizer -eq 0 ]; then
 fi
 
 if [ $skip_bench -eq 0 ]; then
-  if [ -f benchmarks/peer_sdpa.py ]; then
+  if [[ " $benches " == *" peers "* ]]; then
     step "bench: ours vs SDPA peers (in process)" bench-peers.log python3 benchmarks/peer_sdpa.py --lib "$lib" --no-check --shapes "$shapes"
   fi
   # Java API against the native driver on the same shapes, native before and after Java so that a
@@ -116,7 +125,7 @@ if [ $skip_bench -eq 0 ]; then
       "$work/build/fa4j_bench" --batch "$b" --seqlen "$n" --heads "$h" --dims "$d" --dtypes bf16 --causal 0,1 | grep -v '^fa4j_bench,'
     done
   }
-  step "bench: native driver" bench-native-1.log bench_native
+  [[ " $benches " == *" java "* ]] && step "bench: native driver" bench-native-1.log bench_native
   # Java API against the native driver: the default stream and Gaussian inputs (what users get), then the
   # native driver's own conditions one at a time (its own non-blocking stream; its input distribution), so
   # that a gap between Java and native is attributed rather than guessed at.
@@ -130,9 +139,9 @@ if [ $skip_bench -eq 0 ]; then
       done
     done
   }
-  step "bench: Java API" bench-java.log bench_java
-  step "bench: native driver again" bench-native-2.log bench_native
-  step "bench: allocation per step" bench-alloc.log "$java" --enable-native-access=ALL-UNNAMED -Dflashattn4j.library.path="$lib" \
+  [[ " $benches " == *" java "* ]] && step "bench: Java API" bench-java.log bench_java
+  [[ " $benches " == *" java "* ]] && step "bench: native driver again" bench-native-2.log bench_native
+  [[ " $benches " == *" alloc "* ]] && step "bench: allocation per step" bench-alloc.log "$java" --enable-native-access=ALL-UNNAMED -Dflashattn4j.library.path="$lib" \
     -cp "$bundle/jars/flashattn4j-benchmarks.jar" io.github.flashattn4j.bench.AllocationBench
 fi
 
@@ -140,3 +149,4 @@ echo
 echo "=== GPU loop summary ($(cat "$logs/gpu.txt")) ==="
 printf '%s\n' "${summary[@]}"
 for f in inprocess-check.log bench-peers.log bench-native-1.log bench-java.log bench-native-2.log bench-alloc.log; do [ -f "$logs/$f" ] && { echo "--- $f"; grep -v '^PASS\|^check ' "$logs/$f" | tail -n 30; }; done
+(cd "$logs" && tar czf logs.tgz --exclude=logs.tgz ./*.log gpu.txt 2>/dev/null)

@@ -53,7 +53,6 @@ class HardenedEdgesTest {
         FlashAttnException e = throwsNaming(FlashAttnException.OutOfMemory.class, "17592186044416 bytes",
                 () -> Tensor.empty(DType.BFLOAT16, Device.CPU, 1L << 40, 8));
         assertEquals(FlashAttnException.Status.OUT_OF_MEMORY, e.status());
-        assertTrue(e.getCause() instanceof OutOfMemoryError, "the JVM's error is kept as the cause");
         // Byte counts just below 2^63, where the JDK's own size arithmetic would wrap around.
         throwsNaming(FlashAttnException.OutOfMemory.class, "bytes", () -> Tensor.empty(DType.FLOAT32, Device.CPU, Long.MAX_VALUE / 4));
         throwsNaming(FlashAttnException.OutOfMemory.class, "bytes", () -> Tensor.zeros(DType.FLOAT16, Device.CPU, Long.MAX_VALUE / 2));
