@@ -1,5 +1,7 @@
 package io.github.flashattn4j.tests;
 
+import io.github.flashattn4j.Attention;
+import io.github.flashattn4j.AttentionOptions;
 import io.github.flashattn4j.Cuda;
 import io.github.flashattn4j.CudaStream;
 import io.github.flashattn4j.DType;
@@ -107,6 +109,46 @@ class ConcurrentCloseGpuTest extends GpuTest {
             Cuda.synchronize(0);  // releases are stream-ordered: they complete with the streams' work
             long growth = Cuda.poolInfo(0).usedBytes() - usedBefore;
             assertTrue(growth < rounds * ballast, "device memory grew by " + growth + " bytes: closed bases were not freed");
+        } finally {
+            worker.shutdownNow();
+        }
+    }
+
+    @Test
+    void closingAStreamAndATensorUsedOnItWhileAnotherThreadCopiesOnItDoesNotDeadlock() throws Exception {
+        // The copying thread holds leases on both; its release of the tensor, ordered after the stream's
+        // work, must not wait for the stream's destruction, which waits for that thread's stream lease.
+        ExecutorService worker = Executors.newSingleThreadExecutor();
+        try (TensorScope scope = TensorScope.open()) {
+            Tensor k = scope.randn(DType.BFLOAT16, CUDA0, 2, 1, 256, 4, 64);
+            for (int round = 0; round < 8; round++) {
+                CudaStream stream = CudaStream.create(CUDA0);
+                Tensor q = Tensor.randn(DType.BFLOAT16, CUDA0, 1, 1, 4096, 32, 64);  // 16 MiB: each copy takes a while
+                Tensor out = Tensor.empty(DType.BFLOAT16, CUDA0, 1, 4096, 32, 64);
+                Tensor lse = scope.empty(DType.FLOAT32, CUDA0, 1, 32, 4096);
+                // An attention call on the stream: q's release is now ordered after that stream's work.
+                Attention.forwardInto(q, k, k, out, lse, AttentionOptions.defaults(), stream);
+                float[] expected = q.toFloatArray(stream);
+                CountDownLatch started = new CountDownLatch(1);
+                Future<Integer> reader = worker.submit(() -> {
+                    started.countDown();
+                    int reads = 0;
+                    try {
+                        while (true) {
+                            assertArrayEquals(expected, q.toFloatArray(stream));
+                            reads++;
+                        }
+                    } catch (IllegalStateException closed) {
+                        return reads;
+                    }
+                });
+                started.await();
+                Thread.sleep(3);
+                stream.close();
+                q.close();
+                out.close();
+                reader.get(60, TimeUnit.SECONDS);  // a deadlock shows as a timeout here
+            }
         } finally {
             worker.shutdownNow();
         }

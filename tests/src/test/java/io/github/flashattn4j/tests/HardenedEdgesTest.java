@@ -53,7 +53,7 @@ class HardenedEdgesTest {
         FlashAttnException e = throwsNaming(FlashAttnException.OutOfMemory.class, "17592186044416 bytes",
                 () -> Tensor.empty(DType.BFLOAT16, Device.CPU, 1L << 40, 8));
         assertEquals(FlashAttnException.Status.OUT_OF_MEMORY, e.status());
-        // Byte counts just below 2^63, where the JDK's own size arithmetic would wrap around.
+        // Byte counts just below 2^63, where size arithmetic rounding up to pages or alignments would wrap.
         throwsNaming(FlashAttnException.OutOfMemory.class, "bytes", () -> Tensor.empty(DType.FLOAT32, Device.CPU, Long.MAX_VALUE / 4));
         throwsNaming(FlashAttnException.OutOfMemory.class, "bytes", () -> Tensor.zeros(DType.FLOAT16, Device.CPU, Long.MAX_VALUE / 2));
         try (TensorScope scope = TensorScope.open()) {
