@@ -183,6 +183,7 @@ public final class CudaStream implements AutoCloseable {
      * @throws FlashAttnException    if the CUDA runtime reports an error, including one of queued work
      */
     public void synchronize() {
+        NativeCalls.ensureLoaded();  // a default stream may be the first thing a program touches
         try (Lease lease = lease()) {
             NativeCalls.check(flashattn4j_h.fa4j_cuda_stream_synchronize(device.index(), lease.handle()));
         }
