@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # flashattn4j's entry point on a fresh machine: finds a JDK >= 25 and Maven's, then
 #   ./build.sh demo    builds everything (native library, bindings, Java, benchmarks) and runs the demo
-#   ./build.sh test    builds everything and runs the native and Java test suites
+#   ./build.sh test    builds everything, runs the native and Java test suites, installs the artifacts
+#                      into the local Maven repository and runs the consumer test (scripts/consumer-test.sh)
 #   ./build.sh bench [args]  runs the benchmark CLI (after demo or test built it)
 #   ./build.sh jmh [args]    runs the JMH benchmarks
 #   ./build.sh java-home     prints the JDK it would use
@@ -47,7 +48,9 @@ case "${1:-}" in
     exec java "$native_access" -cp "$bench_jar" io.github.flashattn4j.bench.Demo "${@:2}"
     ;;
   test)
-    exec mvn "${mvn_flags[@]}" verify
+    # install, not verify: the consumer test resolves our artifacts from the local repository, as users do.
+    mvn "${mvn_flags[@]}" install
+    exec scripts/consumer-test.sh
     ;;
   bench)
     exec java "$native_access" -cp "$bench_jar" io.github.flashattn4j.bench.BenchCli "${@:2}"

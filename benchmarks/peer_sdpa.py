@@ -1,32 +1,44 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark: flashattn4j's native driver against PyTorch SDPA's flash and cuDNN backends.
+"""Side-by-side benchmark and in-process check: flashattn4j against PyTorch SDPA's flash and cuDNN backends.
 
-Runs both on the same shapes, in the same process tree, on the same GPU, and prints one table:
-config, ours fwd/bwd TFLOP/s, each peer's fwd/bwd TFLOP/s, and ours / best peer.
+Our library is loaded into this PyTorch process through ctypes (fa4j_ctypes.py) and called on the same
+tensors and the same CUDA stream as the peers, so the comparison is same-process, same-inputs, and the
+load itself shows that the library coexists with PyTorch's own C++ runtime.
 
-FLOPs follow FlashAttention's convention: forward 4*B*H*Nq*Nk*d, halved when causal; backward 2.5x
-forward. Peers are timed with CUDA events around `reps` back-to-back calls after warm-up (median of
-`samples` such groups), on random inputs (never zeros), as fa4j_bench times ours.
+  python3 benchmarks/peer_sdpa.py --lib build/libflashattn4j.so [--shapes 2x8192x16x128,2x8192x16x64]
+                                  [--dtypes bf16] [--causal 0,1] [--samples 7] [--csv out.csv]
+  python3 benchmarks/peer_sdpa.py --lib build/libflashattn4j.so --check-only
 
-  python3 benchmarks/peer_sdpa.py --ours build/fa4j_bench [--shapes 2x8192x16x128,2x8192x16x64]
-                                  [--dtypes bf16] [--causal 0,1] [--csv out.csv]
-A shape is BxNxHxD (kv heads = H). Without --ours only the peers are timed.
+--check (on by default) first runs ours forward and backward on CPU and CUDA tensors of small ragged
+shapes (GQA, causal and not) and compares them with a float64 reference computed by PyTorch, by
+FlashAttention's rule: error(ours) <= 2 * error(same-dtype PyTorch) + 1e-5 for CUDA (SDPA math backend in
+the tensor dtype), and a float32 bound on the CPU. A failing check exits non-zero.
+
+Timing: a shape is BxNxHxD (kv heads = H). For each row the implementations are timed interleaved: each
+of `samples` rounds times every implementation once (CUDA events around `reps` back-to-back calls after
+warm-up), and the row reports each one's median. FLOPs follow FlashAttention's convention: forward
+4*B*H*Nq*Nk*d, halved when causal; backward 2.5x forward.
 """
 import argparse
+import math
+import os
 import statistics
-import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ours", help="path to the fa4j_bench executable")
+    p.add_argument("--lib", help="path to libflashattn4j.so (without it only the peers are timed)")
     p.add_argument("--shapes", default="2x8192x16x128,2x8192x16x64")
     p.add_argument("--dtypes", default="bf16")
     p.add_argument("--causal", default="0,1")
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--samples", type=int, default=7)
     p.add_argument("--csv", help="also write the table as CSV here")
+    p.add_argument("--no-check", action="store_true", help="skip the in-process correctness check")
+    p.add_argument("--check-only", action="store_true", help="run the correctness check and stop")
     return p.parse_args()
 
 
@@ -37,107 +49,176 @@ def flops(b, n, h, d, causal, backward):
     return f * (2.5 if backward else 1.0)
 
 
-def run_ours(exe, shape, dtype, causals):
-    b, n, h, d = shape
-    cmd = [exe, "--batch", str(b), "--seqlen", str(n), "--heads", str(h), "--dims", str(d),
-           "--dtypes", dtype, "--causal", ",".join(str(c) for c in causals)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    sys.stderr.write(proc.stdout)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr)
-        raise SystemExit(f"{' '.join(cmd)} failed with {proc.returncode}")
-    rows = {}
-    for line in proc.stdout.splitlines():
-        if not line.startswith("fa4j_bench,"):
-            continue
-        kv = dict(item.split("=", 1) for item in line.split(",")[1:])
-        rows[int(kv["causal"])] = (float(kv["fwd_tflops"]), float(kv["bwd_tflops"]),
-                                   kv.get("lse_finite", "1") == "1")
-    return rows
+# ------------------------------------------------------------------------------------------------------
+# Correctness, in process
+# ------------------------------------------------------------------------------------------------------
+
+def reference(torch, q, k, v, dout, causal):
+    """float64 attention and its gradients on [B, N, H, d] tensors (GQA by repeating kv heads); causal is
+    bottom-right aligned, like ours and flash-attn's."""
+    qd, kd, vd = (t.detach().double().requires_grad_() for t in (q, k, v))
+    group = q.shape[2] // k.shape[2]
+    kr, vr = (t.repeat_interleave(group, dim=2) for t in (kd, vd))
+    s = torch.einsum("bqhd,bkhd->bhqk", qd, kr) / math.sqrt(q.shape[-1])
+    nq, nk = q.shape[1], k.shape[1]
+    if causal:
+        i = torch.arange(nq, device=q.device)[:, None]
+        j = torch.arange(nk, device=q.device)[None, :]
+        s = s.masked_fill(j > i + nk - nq, float("-inf"))
+    p = torch.softmax(s, dim=-1).nan_to_num(0.0)  # rows that see no key: out = 0
+    out = torch.einsum("bhqk,bkhd->bqhd", p, vr)
+    out.backward(dout.double())
+    return out.detach(), qd.grad, kd.grad, vd.grad
 
 
-def time_peer(torch, backend, shape, dtype, causal, reps, samples):
-    """Median TFLOP/s of forward and backward through SDPA pinned to one backend, or None if refused."""
-    from torch.nn.attention import sdpa_kernel
+def same_dtype(torch, q, k, v, dout, causal):
+    """The same computation in the tensors' own dtype (the 'plain implementation' of FA's tolerance rule)."""
+    qd, kd, vd = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    group = q.shape[2] // k.shape[2]
+    kr, vr = (t.repeat_interleave(group, dim=2) for t in (kd, vd))
+    s = torch.einsum("bqhd,bkhd->bhqk", qd, kr) / math.sqrt(q.shape[-1])
+    nq, nk = q.shape[1], k.shape[1]
+    if causal:
+        i = torch.arange(nq, device=q.device)[:, None]
+        j = torch.arange(nk, device=q.device)[None, :]
+        s = s.masked_fill(j > i + nk - nq, float("-inf"))
+    p = torch.softmax(s.float(), dim=-1).nan_to_num(0.0).to(q.dtype)
+    out = torch.einsum("bhqk,bkhd->bqhd", p, vr)
+    out.backward(dout)
+    return out.detach(), qd.grad, kd.grad, vd.grad
+
+
+def check(torch, fa4j):
+    """Ours vs float64 on CPU and CUDA tensors in this process; returns the number of failures."""
+    cases = [  # B, Nq, Nk, Hq, Hkv, d, causal
+        (2, 17, 17, 4, 4, 64, False), (1, 128, 333, 8, 2, 128, True), (2, 333, 128, 8, 1, 64, True),
+        (1, 256, 256, 4, 4, 128, False), (3, 1, 77, 6, 3, 64, True)]
+    failures = 0
+    g = torch.Generator().manual_seed(7)
+    for device in ("cpu", "cuda"):
+        for dtype in (torch.bfloat16, torch.float16):
+            for b, nq, nk, hq, hkv, d, causal in cases:
+                q = torch.randn(b, nq, hq, d, generator=g).to(device, dtype)
+                k = torch.randn(b, nk, hkv, d, generator=g).to(device, dtype)
+                v = torch.randn(b, nk, hkv, d, generator=g).to(device, dtype)
+                dout = torch.randn(b, nq, hq, d, generator=g).to(device, dtype)
+                out, lse = fa4j.forward(q, k, v, causal=causal)
+                out.fill_(float("nan"))  # poisoned: every element must be written again
+                fa4j.forward_into(q, k, v, out, lse, causal=causal)
+                dq, dk, dv = (torch.full_like(t, float("nan")) for t in (q, k, v))
+                fa4j.backward_into(dout, q, k, v, out, lse, dq, dk, dv, causal=causal)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                ref = reference(torch, q, k, v, dout, causal)
+                plain = same_dtype(torch, q, k, v, dout, causal)
+                report = []
+                ok = True
+                for name, got, r, pl in zip(("out", "dq", "dk", "dv"), (out, dq, dk, dv), ref, plain):
+                    err = (got.double() - r).abs().max().item()
+                    bound = 2 * (pl.double() - r).abs().max().item() + 1e-5
+                    good = math.isfinite(err) and err <= bound
+                    ok &= good
+                    report.append(f"{name} {err:.2e}/{bound:.2e}{'' if good else ' FAIL'}")
+                failures += 0 if ok else 1
+                print(f"check {device} {str(dtype)[6:]} B{b} Nq{nq} Nk{nk} H{hq}/{hkv} d{d} causal={int(causal)}: "
+                      f"{'ok' if ok else 'FAILED'}  " + ", ".join(report))
+    print(f"in-process check: {failures} failed")
+    return failures
+
+
+# ------------------------------------------------------------------------------------------------------
+# Timing, interleaved
+# ------------------------------------------------------------------------------------------------------
+
+def implementations(torch, fa4j, q, k, v, dout, causal):
+    """name -> (forward fn, backward fn) on the same [B, N, H, d] tensors; None where refused."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     import torch.nn.functional as F
-    b, n, h, d = shape
-    g = torch.Generator(device="cuda").manual_seed(1234)
-    # SDPA wants [B, H, N, d]; transposing a [B, N, H, d] tensor matches the layout our driver uses.
-    q, k, v = (torch.randn(b, n, h, d, device="cuda", dtype=dtype, generator=g).transpose(1, 2).requires_grad_()
-               for _ in range(3))
-    dout = torch.randn(b, n, h, d, device="cuda", dtype=dtype, generator=g).transpose(1, 2)
+    impls = {}
+    if fa4j is not None:
+        out, lse = fa4j.forward(q, k, v, causal=causal)
+        grads = tuple(torch.empty_like(t) for t in (q, k, v))
+        impls["ours"] = (lambda: fa4j.forward_into(q, k, v, out, lse, causal=causal),
+                         lambda: fa4j.backward_into(dout, q, k, v, out, lse, *grads, causal=causal))
+    # SDPA wants [B, H, N, d]: transposed views of the same tensors.
+    qt, kt, vt = (t.detach().transpose(1, 2).requires_grad_() for t in (q, k, v))
+    dt = dout.transpose(1, 2)
+    for name, backend in (("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)):
+        def fwd(backend=backend):
+            with sdpa_kernel(backend):
+                return F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal)
+        try:
+            o = fwd()
+            torch.autograd.grad(o, (qt, kt, vt), dt, retain_graph=True)
+        except RuntimeError as e:
+            sys.stderr.write(f"peer {name} refused {tuple(q.shape)} causal={causal}: {e}\n")
+            impls[name] = None
+            continue
+        impls[name] = (fwd, lambda o=o: torch.autograd.grad(o, (qt, kt, vt), dt, retain_graph=True))
+    return impls
 
-    def fwd():
-        with sdpa_kernel(backend):
-            return F.scaled_dot_product_attention(q, k, v, is_causal=bool(causal))
 
-    try:
-        out = fwd()
-        out.backward(dout)
-    except RuntimeError as e:
-        sys.stderr.write(f"peer {backend} refused {shape} causal={causal}: {e}\n")
-        return None
-
-    def timed(fn):
+def time_interleaved(torch, fns, reps, samples):
+    """Median ms per call of each fn, timed in rounds that visit every fn once."""
+    for fn in fns.values():
         for _ in range(3):
             fn()
-        torch.cuda.synchronize()
-        ms = []
-        for _ in range(samples):
+    torch.cuda.synchronize()
+    ms = {name: [] for name in fns}
+    for _ in range(samples):
+        for name, fn in fns.items():
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             for _ in range(reps):
                 fn()
             end.record()
             end.synchronize()
-            ms.append(start.elapsed_time(end) / reps)
-        return statistics.median(ms)
-
-    fwd_ms = timed(lambda: fwd())
-    out = fwd()
-
-    def bwd():
-        q.grad = k.grad = v.grad = None
-        torch.autograd.grad(out, (q, k, v), dout, retain_graph=True)
-
-    bwd_ms = timed(bwd)
-    return (flops(b, n, h, d, causal, False) / fwd_ms / 1e9,
-            flops(b, n, h, d, causal, True) / bwd_ms / 1e9)
+            ms[name].append(start.elapsed_time(end) / reps)
+    return {name: (statistics.median(v), min(v), max(v)) for name, v in ms.items()}
 
 
 def main():
     args = parse_args()
     import torch
-    from torch.nn.attention import SDPBackend
-    peers = [("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_ATTENTION)]
+    fa4j = None
+    if args.lib:
+        from fa4j_ctypes import Fa4j
+        fa4j = Fa4j(args.lib)
+    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  cudnn {torch.backends.cudnn.version()}"
+          + (f"  flashattn4j ABI {fa4j.version[0]} v{'.'.join(map(str, fa4j.version[1:]))} in process" if fa4j else ""))
+    if fa4j is not None and not args.no_check:
+        if check(torch, fa4j) != 0:
+            raise SystemExit("in-process correctness check failed")
+    if args.check_only:
+        return
     dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
     shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
-    causals = [int(c) for c in args.causal.split(",")]
-    print(f"device: {torch.cuda.get_device_name()}  torch {torch.__version__}  "
-          f"cudnn {torch.backends.cudnn.version()}")
-    header = ("dtype", "B", "N", "H", "d", "causal", "ours_fwd", "ours_bwd", "flash_fwd", "flash_bwd",
-              "cudnn_fwd", "cudnn_bwd", "fwd_vs_flash", "bwd_vs_flash", "fwd_vs_best", "bwd_vs_best")
+    causals = [bool(int(c)) for c in args.causal.split(",")]
+    names = ["ours", "flash", "cudnn"]
+    header = ["dtype", "B", "N", "H", "d", "causal"] + [f"{n}_{p}" for p in ("fwd", "bwd") for n in names] + \
+             ["fwd/flash", "fwd/cudnn", "bwd/flash", "bwd/cudnn", "ours_fwd_spread"]
     rows = []
+    nan = float("nan")
     for dname in args.dtypes.split(","):
-        for shape in shapes:
-            ours = run_ours(args.ours, shape, dname, causals) if args.ours else {}
+        for b, n, h, d in shapes:
+            g = torch.Generator(device="cuda").manual_seed(1234)
+            q, k, v, dout = (torch.randn(b, n, h, d, device="cuda", dtype=dtypes[dname], generator=g) for _ in range(4))
             for causal in causals:
-                o_f, o_b, finite = ours.get(causal, (float("nan"), float("nan"), True))
-                res = {name: time_peer(torch, be, shape, dtypes[dname], causal, args.reps, args.samples)
-                       for name, be in peers}
-                f_f, f_b = res["flash"] or (float("nan"), float("nan"))
-                c_f, c_b = res["cudnn"] or (float("nan"), float("nan"))
-                best_f = max(x for x in (f_f, c_f) if x == x) if (f_f == f_f or c_f == c_f) else float("nan")
-                best_b = max(x for x in (f_b, c_b) if x == x) if (f_b == f_b or c_b == c_b) else float("nan")
-                rows.append((dname, *shape[:3], shape[3], causal, o_f, o_b, f_f, f_b, c_f, c_b,
-                             o_f / f_f, o_b / f_b if o_b > 0 else float("nan"), o_f / best_f,
-                             o_b / best_b if o_b > 0 else float("nan")))
-                if not finite:
-                    print(f"WARNING: ours produced a non-finite lse for {shape} causal={causal}")
-    print("TFLOP/s (FlashAttention convention); ratios are ours / peer")
-    print(" ".join(f"{h:>12}" for h in header))
+                impls = implementations(torch, fa4j, q, k, v, dout, causal)
+                live = {name: fns for name, fns in impls.items() if fns is not None}
+                fwd = time_interleaved(torch, {name: fns[0] for name, fns in live.items()}, args.reps, args.samples)
+                bwd = time_interleaved(torch, {name: fns[1] for name, fns in live.items()}, args.reps, args.samples)
+                tf = {name: flops(b, n, h, d, causal, False) / fwd[name][0] / 1e9 if name in fwd else nan for name in names}
+                tb = {name: flops(b, n, h, d, causal, True) / bwd[name][0] / 1e9 if name in bwd else nan for name in names}
+                spread = (fwd["ours"][2] - fwd["ours"][1]) / fwd["ours"][0] if "ours" in fwd else nan
+                rows.append([dname, b, n, h, d, int(causal)] + [tf[x] for x in names] + [tb[x] for x in names] +
+                            [tf["ours"] / tf["flash"], tf["ours"] / tf["cudnn"], tb["ours"] / tb["flash"],
+                             tb["ours"] / tb["cudnn"], spread])
+                del impls, live
+    print(f"TFLOP/s (FlashAttention convention), median of {args.samples} interleaved samples; ratios are ours / peer")
+    print(" ".join(f"{x:>12}" for x in header))
     for r in rows:
-        print(" ".join(f"{x:>12}" if isinstance(x, (str, int)) else f"{x:>12.2f}" for x in r))
+        print(" ".join(f"{x:>12}" if isinstance(x, (str, int)) else f"{x:>12.3f}" for x in r))
     if args.csv:
         with open(args.csv, "w") as f:
             f.write(",".join(header) + "\n")

@@ -20,6 +20,11 @@ cp java/target/flashattn4j-*.jar bindings/target/flashattn4j-bindings-*.jar benc
 (cd tests/target && tar czf "$bundle/test-classes.tgz" test-classes)
 mvn -B -ntp -q dependency:copy -Dartifact=org.junit.platform:junit-platform-console-standalone:$junit_console_version \
   -DoutputDirectory="$bundle/jars" >/dev/null
+# jqwik, the engine of the property-based tests (the console jar has JUnit's own engines only).
+jqwik_version=$(sed -n 's:.*<jqwik.version>\(.*\)</jqwik.version>.*:\1:p' pom.xml)
+for artifact in jqwik-api jqwik-engine; do
+  mvn -B -ntp -q dependency:copy -Dartifact=net.jqwik:$artifact:$jqwik_version -DoutputDirectory="$bundle/jars" >/dev/null
+done
 jlink --add-modules "$modules" --strip-debug --no-header-files --no-man-pages --compress=zip-9 --output "$bundle/jre"
 tar czf "$bundle/jre.tgz" -C "$bundle" jre && rm -rf "$bundle/jre"
 bash cmake/fetch-cutlass.sh "$bundle/cutlass" >/dev/null

@@ -4,34 +4,51 @@
 #   1. builds the native library for the local GPU's architectures (CUTLASS from the bundled .deb),
 #   2. runs the native tests (ctest: CPU and CUDA drivers),
 #   3. runs the Java test suite (JUnit console, bundled jlink runtime) against that library,
-#   4. runs compute-sanitizer memcheck on the CUDA forward/backward tests with small sizes,
-#   5. runs the benchmarks (native driver + PyTorch SDPA peers, and the Java bench CLI),
+#   4. runs the Java device soak (DeviceSoakGpuTest) once with 10^6 allocate/attention/free cycles,
+#   5. runs compute-sanitizer on the CUDA forward/backward tests: memcheck with small sizes, racecheck and
+#      synccheck with tiny ones; the forward also with its FlashAttention-2 kernel forced (Hopper runs it
+#      only for strides TMA cannot describe),
+#   6. runs the benchmarks (native driver + PyTorch SDPA peers, and the Java bench CLI),
 # and prints a summary. Logs go to $OUT (when set) or ./gpu-out.
-#   scripts/gpu-loop.sh [--skip-bench] [--skip-sanitizer] [--shapes 2x8192x16x128,2x8192x16x64]
+#   scripts/gpu-loop.sh [--skip-bench] [--skip-sanitizer] [--skip-soak] [--soak-cycles N]
+#                       [--shapes 2x8192x16x128,2x8192x16x64] [--archs "90a-real"] [--skip-ctest]
+#                       [--sanitizers "memcheck racecheck synccheck"] [--benches "peers java alloc"]
+# --archs builds for fewer architectures (the local GPU's) to save device time; the full set is the CMake
+# default. All logs are also packed into $logs/logs.tgz (the device tool returns few files).
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 bundle="$top/.bundle"
 logs=${OUT:-$top/gpu-out}
 work=${FA4J_GPU_WORK:-/tmp/fa4j-gpu}
-skip_bench=0 skip_sanitizer=0 shapes="2x8192x16x128,2x8192x16x64"
+skip_bench=0 skip_sanitizer=0 skip_soak=0 soak_cycles=1000000 shapes="2x8192x16x128,2x8192x16x64"
+archs="" skip_ctest=0 sanitizers="memcheck racecheck synccheck" benches="peers java alloc"
 while [ $# -gt 0 ]; do
   case "$1" in
     --skip-bench) skip_bench=1 ;;
     --skip-sanitizer) skip_sanitizer=1 ;;
+    --skip-soak) skip_soak=1 ;;
+    --soak-cycles) soak_cycles=$2; shift ;;
     --shapes) shapes=$2; shift ;;
+    --archs) archs=$2; shift ;;
+    --skip-ctest) skip_ctest=1 ;;
+    --sanitizers) sanitizers=$2; shift ;;
+    --benches) benches=$2; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
 done
 mkdir -p "$logs" "$work"
 summary=()
+# The lines of a log that the summary quotes (its last two): test tallies and sanitizer error counts.
+summary_lines='passed|Tests run|tests successful|tests failed|ERROR SUMMARY|RACECHECK SUMMARY|demo:'
 step() {  # step NAME LOGFILE COMMAND...: runs, logs, records pass/fail
   local name=$1 log=$2; shift 2
   local start=$SECONDS
   "$@" >"$logs/$log" 2>&1
   local rc=$?
-  summary+=("$(printf '%-28s %-6s %4ds  %s' "$name" "$([ $rc -eq 0 ] && echo ok || echo FAILED)" $((SECONDS - start)) "$(grep -E 'passed|Tests run|tests successful|tests failed|ERROR SUMMARY|demo:' "$logs/$log" | tail -n 2 | tr '\n' ' ')")")
+  summary+=("$(printf '%-36s %-6s %4ds  %s' "$name" "$([ $rc -eq 0 ] && echo ok || echo FAILED)" $((SECONDS - start)) "$(grep -E "$summary_lines" "$logs/$log" | tail -n 2 | tr '\n' ' ')")")
+  echo "${summary[-1]}"  # progress, for a run that gets cut short
   return $rc
 }
 
@@ -46,35 +63,58 @@ java="$work/jre/bin/java"
 
 build_native() {
   cmake -S native -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DFA4J_CUDA=ON -DFA4J_FETCH_CUTLASS=OFF \
-        -DCUTLASS_DIR="$work/cutlass/usr/include" && cmake --build "$work/build" --parallel "$(nproc)"
+        -DCUTLASS_DIR="$work/cutlass/usr/include" ${archs:+"-DCMAKE_CUDA_ARCHITECTURES=$archs"} &&
+    cmake --build "$work/build" --parallel "$(nproc)"
 }
 step "native build" build.log build_native || { printf '%s\n' "${summary[@]}"; exit 1; }
 lib="$work/build/libflashattn4j.so"
 
-step "native tests (ctest)" ctest.log ctest --test-dir "$work/build" --output-on-failure
+[ $skip_ctest -eq 0 ] && step "native tests (ctest)" ctest.log ctest --test-dir "$work/build" --output-on-failure
 
-run_java_tests() {
-  rm -rf "$work/test-classes" && tar xzf "$bundle/test-classes.tgz" -C "$work"
-  local cp="$work/test-classes"
-  for j in "$bundle"/jars/flashattn4j-0*.jar "$bundle"/jars/flashattn4j-bindings-*.jar; do cp="$cp:$j"; done
-  "$java" --enable-native-access=ALL-UNNAMED -Xmx8g -Dflashattn4j.library.path="$lib" \
+rm -rf "$work/test-classes" && tar xzf "$bundle/test-classes.tgz" -C "$work"
+junit() {  # junit [JVM options] -- SELECTORS...: the JUnit console on the test classes against $lib
+  local jvm=() cp="$work/test-classes" j
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do jvm+=("$1"); shift; done
+  shift
+  for j in "$bundle"/jars/flashattn4j-0*.jar "$bundle"/jars/flashattn4j-bindings-*.jar "$bundle"/jars/jqwik-*.jar; do cp="$cp:$j"; done
+  "$java" --enable-native-access=ALL-UNNAMED -Xmx8g -Dflashattn4j.library.path="$lib" "${jvm[@]}" \
     -Dfa4j.header="$top/native/include/flashattn4j.h" -Dfa4j.bindings.sources="$top/bindings/src/main/java" \
-    -jar "$bundle"/jars/junit-platform-console-standalone-*.jar execute --class-path "$cp" --scan-class-path \
+    -jar "$bundle"/jars/junit-platform-console-standalone-*.jar execute --class-path "$cp" "$@" \
     --disable-banner --details=tree
 }
-step "java tests (JUnit)" java-tests.log run_java_tests
+step "java tests (JUnit)" java-tests.log junit -- --scan-class-path
+
+if [ $skip_soak -eq 0 ]; then
+  summary_lines='cycles/s|tests failed' \
+    step "java soak ($soak_cycles cycles)" java-soak.log junit -Dflashattn4j.soak.cycles="$soak_cycles" -- \
+      --select-class io.github.flashattn4j.tests.DeviceSoakGpuTest
+fi
+
+# Our library loaded into a PyTorch process (its own libstdc++ already loaded) and checked against a
+# float64 reference there, on CPU and CUDA tensors: the coexistence test of the exported-symbols rule.
+step "in-process check (PyTorch)" inprocess-check.log python3 benchmarks/peer_sdpa.py --lib "$lib" --check-only
 
 if [ $skip_sanitizer -eq 0 ]; then
-  for t in "$work"/build/cuda_*_test; do
-    [ -x "$t" ] || continue
-    step "memcheck $(basename "$t")" "memcheck-$(basename "$t").log" \
-      env FA4J_TEST_SMALL=1 compute-sanitizer --tool memcheck --error-exitcode 1 "$t" --small
+  # memcheck on every shape of at most 333 rows; racecheck (shared-memory hazards) and synccheck (barrier
+  # misuse) instrument every shared-memory access and barrier, so they get shapes of at most 130 rows: up to
+  # three key tiles, enough for the hazards between one loop iteration and the next, and ragged edges.
+  sanitize() {  # sanitize TOOL DRIVER LABEL [ENV=VALUE...]
+    local tool=$1 driver=$2 label=$3; shift 3
+    local size=(--max-rows 130)
+    [ "$tool" = memcheck ] && size=(--small)
+    step "$tool $label" "$tool-$label.log" \
+      env "$@" compute-sanitizer --tool "$tool" --error-exitcode 1 "$work/build/$driver" "${size[@]}"
+  }
+  for tool in $sanitizers; do
+    sanitize "$tool" cuda_attention_forward_test forward
+    sanitize "$tool" cuda_attention_forward_test forward-fa2 FA4J_CUDA_FORWARD=fa2
+    sanitize "$tool" cuda_attention_backward_test backward
   done
 fi
 
 if [ $skip_bench -eq 0 ]; then
-  if [ -f benchmarks/peer_sdpa.py ]; then
-    step "bench: ours vs SDPA peers" bench-peers.log python3 benchmarks/peer_sdpa.py --ours "$work/build/fa4j_bench" --shapes "$shapes"
+  if [[ " $benches " == *" peers "* ]]; then
+    step "bench: ours vs SDPA peers (in process)" bench-peers.log python3 benchmarks/peer_sdpa.py --lib "$lib" --no-check --shapes "$shapes"
   fi
   # Java API against the native driver on the same shapes, native before and after Java so that a
   # warmer (slower-clocked) GPU late in the run does not pass for Java overhead.
@@ -85,14 +125,28 @@ if [ $skip_bench -eq 0 ]; then
       "$work/build/fa4j_bench" --batch "$b" --seqlen "$n" --heads "$h" --dims "$d" --dtypes bf16 --causal 0,1 | grep -v '^fa4j_bench,'
     done
   }
-  step "bench: native driver" bench-native-1.log bench_native
-  step "bench: Java API" bench-java.log "$java" --enable-native-access=ALL-UNNAMED -Dflashattn4j.library.path="$lib" \
-    -cp "$bundle/jars/flashattn4j-benchmarks.jar" io.github.flashattn4j.bench.BenchCli --device cuda:0 \
-    --shapes "$shapes" --warmup 5 --iters 30
-  step "bench: native driver again" bench-native-2.log bench_native
+  [[ " $benches " == *" java "* ]] && step "bench: native driver" bench-native-1.log bench_native
+  # Java API against the native driver: the default stream and Gaussian inputs (what users get), then the
+  # native driver's own conditions one at a time (its own non-blocking stream; its input distribution), so
+  # that a gap between Java and native is attributed rather than guessed at.
+  bench_java() {
+    local stream inputs
+    for stream in "" --stream; do
+      for inputs in gaussian uniform4; do
+        "$java" --enable-native-access=ALL-UNNAMED -Dflashattn4j.library.path="$lib" \
+          -cp "$bundle/jars/flashattn4j-benchmarks.jar" io.github.flashattn4j.bench.BenchCli --device cuda:0 \
+          --shapes "$shapes" --warmup 5 --iters 30 $stream --inputs "$inputs" || return 1
+      done
+    done
+  }
+  [[ " $benches " == *" java "* ]] && step "bench: Java API" bench-java.log bench_java
+  [[ " $benches " == *" java "* ]] && step "bench: native driver again" bench-native-2.log bench_native
+  [[ " $benches " == *" alloc "* ]] && step "bench: allocation per step" bench-alloc.log "$java" --enable-native-access=ALL-UNNAMED -Dflashattn4j.library.path="$lib" \
+    -cp "$bundle/jars/flashattn4j-benchmarks.jar" io.github.flashattn4j.bench.AllocationBench
 fi
 
 echo
 echo "=== GPU loop summary ($(cat "$logs/gpu.txt")) ==="
 printf '%s\n' "${summary[@]}"
-for f in bench-peers.log bench-native-1.log bench-java.log bench-native-2.log; do [ -f "$logs/$f" ] && { echo "--- $f"; tail -n 20 "$logs/$f"; }; done
+for f in inprocess-check.log bench-peers.log bench-native-1.log bench-java.log bench-native-2.log bench-alloc.log; do [ -f "$logs/$f" ] && { echo "--- $f"; grep -v '^PASS\|^check ' "$logs/$f" | tail -n 30; }; done
+(cd "$logs" && tar czf logs.tgz --exclude=logs.tgz ./*.log gpu.txt 2>/dev/null)

@@ -140,7 +140,8 @@ FA4J_API fa4j_status fa4j_cuda_get_device_properties(int32_t device, fa4j_device
 /* Free and total memory of the device, in bytes (cudaMemGetInfo). */
 FA4J_API fa4j_status fa4j_cuda_mem_get_info(int32_t device, size_t* free_bytes, size_t* total_bytes);
 
-/* Device memory. bytes == 0 yields a null pointer; fa4j_cuda_free(device, NULL) does nothing. */
+/* Plain device memory (cudaMalloc/cudaFree: the free synchronizes the device). bytes == 0 yields a null
+ * pointer; fa4j_cuda_free(device, NULL) does nothing. Buffers (below) are the stream-ordered way. */
 FA4J_API fa4j_status fa4j_cuda_malloc(int32_t device, size_t bytes, void** pointer);
 FA4J_API fa4j_status fa4j_cuda_free(int32_t device, void* pointer);
 
@@ -154,11 +155,95 @@ FA4J_API fa4j_status fa4j_cuda_memset(int32_t device, void* pointer, int32_t val
                                       fa4j_stream stream);
 
 FA4J_API fa4j_status fa4j_cuda_stream_create(int32_t device, fa4j_stream* stream);
-/* Also frees, ordered on the stream, the workspace the library cached for backward calls on it. The
- * default stream's workspace lives until the process exits. */
 FA4J_API fa4j_status fa4j_cuda_stream_destroy(int32_t device, fa4j_stream stream);
 FA4J_API fa4j_status fa4j_cuda_stream_synchronize(int32_t device, fa4j_stream stream);
 FA4J_API fa4j_status fa4j_cuda_device_synchronize(int32_t device);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Buffers: memory the library owns, reference-counted, freed in stream order                      */
+/* ---------------------------------------------------------------------------------------------- */
+
+/*
+ * A block of host or device memory with a reference count. The library hands out one reference with
+ * each buffer it creates; fa4j_buffer_retain adds one; fa4j_buffer_release drops one and frees the memory
+ * with the last. Buffers back the tensors of language bindings and cross DLPack (below) without copies.
+ *
+ * Device buffers come from a memory pool the library keeps per device (a CUDA stream-ordered pool of its
+ * own, so other libraries' pools and limits are untouched). Allocation and release are ordered on CUDA
+ * streams and never synchronize the device:
+ *  - fa4j_buffer_allocate on stream S returns memory that work queued on S may use at once; work on
+ *    another stream may use it after it has been ordered after S (synchronize S, or an event).
+ *  - fa4j_buffer_release(buffer, streams, n) says: "the work queued so far on each of these streams may
+ *    still use the memory". The memory is reused only after all of it has finished, whichever reference
+ *    goes last. A release with no streams means no queued work uses it (e.g. a DLPack deleter); the memory
+ *    is then ordered after the device's legacy default stream, which covers blocking streams.
+ * The rule for tensors used on several streams is therefore: name every stream that used the memory when
+ * releasing it (language bindings track this for their tensors), or synchronize those streams first.
+ *
+ * Host buffers are zero-filled, 64-byte aligned, and freed at once by the last release (host work of this
+ * library never outlives a call). Releasing the last reference of memory still used by a running call on
+ * another thread is the caller's bug, as with free().
+ */
+typedef struct fa4j_buffer_opaque* fa4j_buffer;
+
+/* A new buffer of `bytes` bytes (0 is allowed: data is then non-null but must not be dereferenced) on
+ * `device` (CPU: stream must be NULL), ordered on `stream` for CUDA. */
+FA4J_API fa4j_status fa4j_buffer_allocate(fa4j_device device, size_t bytes, fa4j_stream stream, fa4j_buffer* buffer);
+
+/* The buffer's first byte, size and device. Any output may be NULL. */
+FA4J_API fa4j_status fa4j_buffer_info(fa4j_buffer buffer, void** data, size_t* bytes, fa4j_device* device);
+
+FA4J_API fa4j_status fa4j_buffer_retain(fa4j_buffer buffer);
+
+/* Drops one reference; see above for `streams` (stream_count entries, each of the buffer's device; NULL
+ * entries name the legacy default stream). Device streams only matter for device buffers. */
+FA4J_API fa4j_status fa4j_buffer_release(fa4j_buffer buffer, const fa4j_stream* streams, int32_t stream_count);
+
+/* Bytes of device memory in use by live buffers and workspaces, and bytes the device's pool holds
+ * (in use plus cached for reuse). Both 0 for a device the library has not allocated on yet. */
+FA4J_API fa4j_status fa4j_cuda_pool_get_info(int32_t device, uint64_t* used_bytes, uint64_t* reserved_bytes);
+
+/* Returns cached, unused pool memory to the device until the pool holds at most `keep_bytes` beyond what
+ * is in use. Memory freed by still-queued work is returned once that work has finished. */
+FA4J_API fa4j_status fa4j_cuda_pool_trim(int32_t device, uint64_t keep_bytes);
+
+/* Makes work queued on `waiting` from now on wait for the work queued so far on `waited` (an event
+ * recorded on one, waited for by the other; neither the host nor the device synchronizes). */
+FA4J_API fa4j_status fa4j_cuda_stream_wait(int32_t device, fa4j_stream waiting, fa4j_stream waited);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* DLPack                                                                                          */
+/* ---------------------------------------------------------------------------------------------- */
+
+/*
+ * Zero-copy exchange with other libraries through DLPack's C structs: DLManagedTensorVersioned (DLPack
+ * 1.x; `versioned` = 1) or the legacy DLManagedTensor (`versioned` = 0). They are passed as void* so this
+ * header does not depend on dlpack.h; their layouts are DLPack's, and fa4j_tensor is DLTensor.
+ *
+ * Export: fa4j_dlpack_export writes a new managed tensor describing `tensor` (shape and strides are
+ * copied; strides are always set) whose memory is kept alive by one reference on `owner`, taken here and
+ * dropped by the managed tensor's deleter. The consumer owns the managed tensor and must call its deleter
+ * exactly once, from any thread, at any time (even after the exporting thread or language runtime has
+ * gone). `owner` may be NULL when the caller guarantees the memory outlives the consumer's use. `flags`
+ * become the versioned struct's flags (e.g. DLPACK_FLAG_BITMASK_READ_ONLY = 1); legacy export takes 0.
+ * Device memory: the consumer must order its use after the producer's work (the producer synchronizes
+ * its stream, or hands over a stream to wait on); the deleter's release names no stream (see buffers).
+ *
+ * Import: fa4j_dlpack_import checks a managed tensor (DLPack major version 1 for versioned structs, a
+ * device and dtype this library knows, ndim 0..32, sizes and strides that fit in 63 bits) and takes
+ * ownership of it: `owner` receives a buffer whose last release calls the managed tensor's deleter (a
+ * NULL deleter is allowed). `tensor` receives a pointer to the DLTensor inside the managed struct, valid
+ * while the owner lives; its strides may be NULL (compact row-major, as DLPack allows), and `flags`
+ * receives the versioned flags (0 for legacy). On failure nothing is taken: the caller still owns the
+ * managed tensor and its deleter has not been called.
+ */
+#define FA4J_DLPACK_MAJOR_VERSION 1
+#define FA4J_DLPACK_MINOR_VERSION 1
+
+FA4J_API fa4j_status fa4j_dlpack_export(fa4j_buffer owner, const fa4j_tensor* tensor, int32_t versioned,
+                                        uint64_t flags, void** managed);
+FA4J_API fa4j_status fa4j_dlpack_import(void* managed, int32_t versioned, const fa4j_tensor** tensor,
+                                        uint64_t* flags, fa4j_buffer* owner);
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Attention                                                                                       */

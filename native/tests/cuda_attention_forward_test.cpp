@@ -8,8 +8,9 @@
 // tolerances. Calls the CUDA forward does not implement (float32, head dims over 128), malformed ones
 // and ones that mix host and device tensors must be refused with a message and write nothing.
 //
-// Usage: cuda_attention_forward_test [--small]   (or FA4J_TEST_SMALL=1: shapes of <= 333 rows only,
-// for compute-sanitizer). Without a CUDA device it reports "0 passed, 0 failed, 1 skipped" and exits 0.
+// Usage: cuda_attention_forward_test [--small | --max-rows N]   (or FA4J_TEST_SMALL=1, the same as --small: fewer,
+// smaller shapes for compute-sanitizer; see support/test_options.hpp). Without a CUDA device it reports
+// "0 passed, 0 failed, 1 skipped" and exits 0.
 #include <flashattn4j.h>
 
 #include <algorithm>
@@ -257,7 +258,7 @@ int main(int argc, char** argv) {
     for (Dt dt : {Dt::F16, Dt::BF16})
         for (const ShapeLayout& sl : shapes)
             for (bool causal : {false, true}) {
-                if (options.small && std::max(sl.s.Nq, sl.s.Nk) > kSmallMaxRows) continue;
+                if (std::max(sl.s.Nq, sl.s.Nk) > options.max_rows) continue;
                 Case c{sl.s, dt, causal, sl.layout};
                 c.own_stream = seed % 3 == 0;
                 tally.report(describe(c), run_case(c, seed++));

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "core/attention_problem.hpp"
 #include "flashattn4j.h"
@@ -26,8 +27,35 @@ void device_synchronize(int device);
 
 void attention_forward(int device, const ForwardProblem& problem, fa4j_stream stream);
 void attention_backward(int device, const BackwardProblem& problem, fa4j_stream stream);
-// Frees the backward workspace cached for `stream` (ordered on it); called before the stream is destroyed.
-void release_workspace(int device, fa4j_stream stream);
 void mem_get_info(int device, size_t* free_bytes, size_t* total_bytes);
+void stream_wait(int device, fa4j_stream waiting, fa4j_stream waited);
+
+// The library's stream-ordered memory pool (memory_pool.cu): one per device, created on first use.
+void* pool_allocate(int device, size_t bytes, fa4j_stream stream);
+void pool_get_info(int device, uint64_t* used_bytes, uint64_t* reserved_bytes);
+void pool_trim(int device, uint64_t keep_bytes);
+
+// Points in streams' work, for memory released by one holder while others still hold it: an event per
+// stream, recorded when a holder lets go, waited for when the memory is finally freed.
+class PendingUses {
+public:
+    PendingUses() = default;
+    PendingUses(const PendingUses&) = delete;
+    PendingUses& operator=(const PendingUses&) = delete;
+    ~PendingUses();  // destroys the events (waiting for nothing)
+
+    // Records, for each stream, the work queued on it so far.
+    void record(int device, const fa4j_stream* streams, int count);
+    // Frees pool memory once the recorded work and the work queued so far on `streams` have finished,
+    // ordered on streams[0] (on the legacy default stream when count == 0). Never blocks the host.
+    void free_after(int device, void* pointer, const fa4j_stream* streams, int count);
+    // Blocks the calling thread until the recorded work and the work queued so far on `streams` have
+    // finished (before handing memory back to a foreign owner, who knows nothing of our streams).
+    void wait_host(int device, const fa4j_stream* streams, int count);
+
+private:
+    int device_ = -1;
+    std::vector<void*> events_;  // cudaEvent_t, kept opaque so this header needs no CUDA headers
+};
 
 }  // namespace fa4j::cuda

@@ -86,8 +86,19 @@ fa4j_stream stream_create(int device) {
 void stream_destroy(int device, fa4j_stream stream) {
     require(stream != nullptr, "the default stream cannot be destroyed");
     const CurrentDevice current(device);
-    release_workspace(device, stream);
     FA4J_CUDA_CHECK(cudaStreamDestroy(native(stream)));
+}
+
+void stream_wait(int device, fa4j_stream waiting, fa4j_stream waited) {
+    const CurrentDevice current(device);
+    if (waiting == waited) return;  // a stream is ordered after itself
+    cudaEvent_t event = nullptr;
+    FA4J_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+    const cudaError_t recorded = cudaEventRecord(event, native(waited));
+    const cudaError_t waited_for = recorded == cudaSuccess ? cudaStreamWaitEvent(native(waiting), event, 0) : recorded;
+    // Destroying an event that a stream still waits for is allowed: the wait keeps what it needs.
+    static_cast<void>(cudaEventDestroy(event));
+    FA4J_CUDA_CHECK(waited_for);
 }
 
 void mem_get_info(int device, size_t* free_bytes, size_t* total_bytes) {

@@ -20,7 +20,14 @@ void stream_synchronize(int, fa4j_stream) { unavailable(); }
 void device_synchronize(int) { unavailable(); }
 void attention_forward(int, const ForwardProblem&, fa4j_stream) { unavailable(); }
 void attention_backward(int, const BackwardProblem&, fa4j_stream) { unavailable(); }
-void release_workspace(int, fa4j_stream) {}
 void mem_get_info(int, size_t*, size_t*) { unavailable(); }
+void stream_wait(int, fa4j_stream, fa4j_stream) { unavailable(); }
+void* pool_allocate(int, size_t, fa4j_stream) { unavailable(); }
+void pool_get_info(int, uint64_t*, uint64_t*) { unavailable(); }
+void pool_trim(int, uint64_t) { unavailable(); }
+PendingUses::~PendingUses() = default;
+void PendingUses::record(int, const fa4j_stream*, int) { unavailable(); }
+void PendingUses::free_after(int, void*, const fa4j_stream*, int) { unavailable(); }
+void PendingUses::wait_host(int, const fa4j_stream*, int) { unavailable(); }
 
 }  // namespace fa4j::cuda

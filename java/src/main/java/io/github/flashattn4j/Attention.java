@@ -6,7 +6,6 @@ import io.github.flashattn4j.internal.bindings.flashattn4j_h;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.List;
 import java.util.Objects;
 
@@ -21,6 +20,14 @@ import java.util.Objects;
  * lse); head dims: multiples of 8 up to 256. Causal masking is bottom-right aligned. A call the library
  * cannot run throws a {@link FlashAttnException} naming the argument at fault; the JVM is never at risk.
  *
+ * <h2>Errors</h2>
+ * {@link FlashAttnException.InvalidArgument} for tensors that do not fit together (rank, dtype, shape,
+ * heads, strides, device, overlapping outputs), {@link FlashAttnException.Unsupported} for a head dim the
+ * library does not implement, {@link FlashAttnException.OutOfMemory} when outputs or workspace cannot be
+ * allocated, {@link IllegalStateException} for a closed tensor or stream, {@link NullPointerException} for
+ * a null argument. The methods that allocate their outputs check the inputs first, so a call that would be
+ * refused allocates nothing.
+ *
  * <h2>Where and when the work runs</h2>
  * All tensors of a call must be on one device (checked: {@link FlashAttnException.InvalidArgument}), which
  * picks the backend. On the CPU a call finishes before it returns. On CUDA it queues kernels and returns:
@@ -34,8 +41,6 @@ import java.util.Objects;
  * is a closeable resource of one device and one stretch of a program.
  */
 public final class Attention {
-
-    private static final int RANK = 4;
 
     private Attention() {}
 
@@ -104,15 +109,13 @@ public final class Attention {
 
     private static AttentionOutput allocateForward(Tensor q, Tensor k, Tensor v, AttentionOptions options,
                                                    CudaStream stream) {
-        Objects.requireNonNull(options, "options");
-        requireRank(q, "q");
-        if (stream != null) stream.requireUsableOn(q.device(), "q");  // before allocating anything
+        AttentionChecks.forward(q, k, v, options, stream);  // before allocating anything
         long[] s = q.shape();
         // The scope frees the new tensors only if something fails before they are handed over.
         try (TensorScope onFailure = TensorScope.open()) {
-            Tensor out = onFailure.empty(q.dtype(), q.device(), s);
-            Tensor lse = onFailure.empty(DType.FLOAT32, q.device(), s[0], s[2], s[1]);
-            runForward(q, k, v, out, lse, options, stream);
+            Tensor out = newOutput(onFailure, q.dtype(), q.device(), stream, s);
+            Tensor lse = newOutput(onFailure, DType.FLOAT32, q.device(), stream, s[0], s[2], s[1]);
+            callForward(q, k, v, out, lse, options, stream);
             onFailure.releaseAll();
             return new AttentionOutput(out, lse);
         }
@@ -120,13 +123,15 @@ public final class Attention {
 
     private static void runForward(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, AttentionOptions options,
                                    CudaStream stream) {
-        Objects.requireNonNull(options, "options");
-        Tensor[] all = {q, k, v, out, lse};
-        String[] names = {"q", "k", "v", "out", "lse"};
-        requireNonNull(all, names);
-        requireRank(q, "q");
-        requireOneDevice(all, names, stream);
-        try (Arena arena = Arena.ofConfined(); Leases leases = Leases.of(stream, all)) {
+        AttentionChecks.forward(q, k, v, options, stream, out, lse);
+        requireWritable(new Tensor[] {out, lse}, "out", "lse");
+        callForward(q, k, v, out, lse, options, stream);
+    }
+
+    /** The native call, for arguments that passed {@link AttentionChecks}. */
+    private static void callForward(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, AttentionOptions options,
+                                    CudaStream stream) {
+        try (Arena arena = Arena.ofConfined(); Leases leases = Leases.of(stream, q, k, v, out, lse)) {
             MemorySegment params = params(arena, options, q.size(3));
             NativeCalls.check(flashattn4j_h.fa4j_attention_forward(params, describe(q, arena), describe(k, arena),
                     describe(v, arena), describe(out, arena), describe(lse, arena), leases.stream()));
@@ -135,15 +140,12 @@ public final class Attention {
 
     private static AttentionGradients allocateBackward(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse,
                                                        AttentionOptions options, CudaStream stream) {
-        Objects.requireNonNull(options, "options");
-        requireRank(q, "q");
-        requireRank(k, "k");
-        if (stream != null) stream.requireUsableOn(q.device(), "q");  // before allocating anything
+        AttentionChecks.backward(dout, q, k, v, out, lse, options, stream);  // before allocating anything
         try (TensorScope onFailure = TensorScope.open()) {
-            Tensor dq = onFailure.empty(q.dtype(), q.device(), q.shape());
-            Tensor dk = onFailure.empty(k.dtype(), k.device(), k.shape());
-            Tensor dv = onFailure.empty(k.dtype(), k.device(), k.shape());
-            runBackward(dout, q, k, v, out, lse, dq, dk, dv, options, stream);
+            Tensor dq = newOutput(onFailure, q.dtype(), q.device(), stream, q.shape());
+            Tensor dk = newOutput(onFailure, k.dtype(), k.device(), stream, k.shape());
+            Tensor dv = newOutput(onFailure, k.dtype(), k.device(), stream, k.shape());
+            callBackward(dout, q, k, v, out, lse, dq, dk, dv, options, stream);
             onFailure.releaseAll();
             return new AttentionGradients(dq, dk, dv);
         }
@@ -151,13 +153,15 @@ public final class Attention {
 
     private static void runBackward(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor dq,
                                     Tensor dk, Tensor dv, AttentionOptions options, CudaStream stream) {
-        Objects.requireNonNull(options, "options");
-        Tensor[] all = {dout, q, k, v, out, lse, dq, dk, dv};
-        String[] names = {"dout", "q", "k", "v", "out", "lse", "dq", "dk", "dv"};
-        requireNonNull(all, names);
-        requireRank(q, "q");
-        requireOneDevice(all, names, stream);
-        try (Arena arena = Arena.ofConfined(); Leases leases = Leases.of(stream, all)) {
+        AttentionChecks.backward(dout, q, k, v, out, lse, options, stream, dq, dk, dv);
+        requireWritable(new Tensor[] {dq, dk, dv}, "dq", "dk", "dv");
+        callBackward(dout, q, k, v, out, lse, dq, dk, dv, options, stream);
+    }
+
+    /** The native call, for arguments that passed {@link AttentionChecks}. */
+    private static void callBackward(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor dq,
+                                     Tensor dk, Tensor dv, AttentionOptions options, CudaStream stream) {
+        try (Arena arena = Arena.ofConfined(); Leases leases = Leases.of(stream, dout, q, k, v, out, lse, dq, dk, dv)) {
             MemorySegment params = params(arena, options, q.size(3));
             NativeCalls.check(flashattn4j_h.fa4j_attention_backward(params, describe(dout, arena), describe(q, arena),
                     describe(k, arena), describe(v, arena), describe(out, arena), describe(lse, arena),
@@ -190,32 +194,22 @@ public final class Attention {
         return TensorDescriptors.describe(t, arena);
     }
 
-    private static void requireNonNull(Tensor[] tensors, String... names) {
-        for (int i = 0; i < tensors.length; i++) Objects.requireNonNull(tensors[i], names[i]);
-    }
-
     /**
-     * All tensors on one device (the first one's), and the stream, if given, on that device too. Checked here
-     * so that a mix never reaches the native library, which would otherwise be handed a stream of another
-     * device.
+     * A new output on {@code device}; CUDA memory is allocated in the order of the call's stream (the
+     * default stream when {@code stream} is null), so the call can use it at once and its release later
+     * is ordered after the call.
      */
-    private static void requireOneDevice(Tensor[] tensors, String[] names, CudaStream stream) {
-        Device device = tensors[0].device();
-        for (int i = 1; i < tensors.length; i++) {
-            Device other = tensors[i].device();
-            if (!other.equals(device)) {
-                throw new FlashAttnException.InvalidArgument(names[i] + " is on " + other + " but " + names[0] + " is on "
-                        + device + " (all tensors of one call must share a device)");
-            }
-        }
-        if (stream != null) stream.requireOn(device, "the tensors");
+    private static Tensor newOutput(TensorScope scope, DType dtype, Device device, CudaStream stream, long... shape) {
+        CudaStream home = !device.isCuda() ? null : stream != null ? stream : CudaStream.defaultStream(device);
+        return scope.track(Tensor.allocate(dtype, device, home, shape));
     }
 
-    private static void requireRank(Tensor t, String name) {
-        Objects.requireNonNull(t, name);
-        if (t.dim() != RANK) {
-            throw new FlashAttnException.InvalidArgument(name + " must have 4 dimensions [batch, seqlen, heads, head_dim], has shape "
-                    + Arrays.toString(t.shape()));
+    /** Outputs must accept writes. */
+    private static void requireWritable(Tensor[] outputs, String... names) {
+        for (int i = 0; i < outputs.length; i++) {
+            if (outputs[i].isReadOnly()) {
+                throw new FlashAttnException.InvalidArgument(names[i] + " is read-only (imported as such through DLPack)");
+            }
         }
     }
 
@@ -229,6 +223,12 @@ public final class Attention {
             try {
                 if (stream != null) leases.stream = stream.lease();
                 for (Tensor t : tensors) leases.held.add(t.lease());
+                Device device = tensors[0].device();
+                if (device.isCuda()) {
+                    // Closing any of these tensors must now be ordered after the work this call queues.
+                    CudaStream used = stream != null ? stream : CudaStream.defaultStream(device);
+                    for (Tensor t : tensors) t.usedOn(used);
+                }
                 return leases;
             } catch (RuntimeException e) {
                 leases.close();

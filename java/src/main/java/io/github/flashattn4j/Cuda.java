@@ -92,6 +92,37 @@ public final class Cuda {
         }
     }
 
+    /**
+     * The library's device memory pool on one device (see {@link CudaStream} on stream-ordered memory).
+     *
+     * @param usedBytes     bytes held by live tensors and running calls' workspaces
+     * @param reservedBytes bytes the pool holds from the device: in use plus cached for reuse
+     */
+    public record PoolInfo(long usedBytes, long reservedBytes) {}
+
+    /** The library's memory pool on CUDA device {@code index}; zeros before its first allocation there. */
+    public static PoolInfo poolInfo(int index) {
+        NativeCalls.ensureLoaded();
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment used = arena.allocate(ValueLayout.JAVA_LONG);
+            MemorySegment reserved = arena.allocate(ValueLayout.JAVA_LONG);
+            NativeCalls.check(flashattn4j_h.fa4j_cuda_pool_get_info(index, used, reserved));
+            return new PoolInfo(used.get(ValueLayout.JAVA_LONG, 0), reserved.get(ValueLayout.JAVA_LONG, 0));
+        }
+    }
+
+    /**
+     * Returns memory the pool on CUDA device {@code index} caches but nobody uses to the device, keeping at
+     * most {@code keepBytes} of it. The pool otherwise keeps what tensors release, so that a loop that
+     * allocates the same sizes every step never goes back to the driver; trim it before handing the memory
+     * to another library. Memory whose release is still queued behind running work is returned later.
+     */
+    public static void trimPool(int index, long keepBytes) {
+        if (keepBytes < 0) throw new IllegalArgumentException("negative keepBytes " + keepBytes);
+        NativeCalls.ensureLoaded();
+        NativeCalls.check(flashattn4j_h.fa4j_cuda_pool_trim(index, keepBytes));
+    }
+
     /** Waits until all work queued on CUDA device {@code index} has finished, on every stream. */
     public static void synchronize(int index) {
         NativeCalls.ensureLoaded();

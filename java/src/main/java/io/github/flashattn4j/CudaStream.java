@@ -9,6 +9,7 @@ import java.lang.ref.Cleaner;
 import java.util.Objects;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ConcurrentMap;
+import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.atomic.AtomicLong;
 
 /**
@@ -33,11 +34,26 @@ import java.util.concurrent.atomic.AtomicLong;
  *   <li>{@link #defaultStream(Device)} names the device's legacy default stream ({@code NULL}), on which
  *       every call that takes no stream runs. It is owned by nobody: {@link #close()} does nothing and it is
  *       never closed.</li>
+ *   <li>{@link #wrap(Device, long)} names a stream that another library owns (a {@code cudaStream_t} from
+ *       PyTorch, cuDNN, a JNI library...), so that our kernels are ordered on the framework's own stream.
+ *       The wrapper never destroys it: {@link #close()} waits for the work queued on it and retires the
+ *       wrapper. The owner must keep the stream alive until the wrapper is closed and until every tensor
+ *       used on it has been closed (closing a tensor orders its release after the streams that used it).</li>
  * </ul>
+ *
+ * <h2>Tensors used on several streams</h2>
+ * Device memory comes from the library's stream-ordered pool: a tensor is allocated in the order of a
+ * stream (the default stream, or the one given to {@link Tensor#empty(DType, CudaStream, long...)} or to an
+ * attention call that allocates its outputs), and closing it releases the memory in stream order, without
+ * synchronizing anything. Every stream an attention call used a tensor on is remembered, and closing the
+ * tensor orders the release after the work queued so far on each of them, so closing a tensor right after
+ * queueing work on it, on any streams, is safe. Work queued on another library's stream with the tensor's
+ * raw address (outside this library) is not known: synchronize that stream before closing the tensor.
  *
  * <h2>Closing</h2>
  * {@code close()} waits for the work queued on the stream to finish, then destroys it, so closing a stream
- * with work (or tensors still used by queued work) pending is safe. It is idempotent; a closed stream
+ * with work (or tensors still used by queued work) pending is safe. (While a call on another thread is
+ * using the stream, that call does the waiting and destroying as it returns: see {@link #close()}.) It is idempotent; a closed stream
  * given to any call throws {@link IllegalStateException}, as a closed tensor does. An error that queued
  * work reported while finishing (for example a kernel fault) is thrown by {@code close()} as a
  * {@link FlashAttnException}, after the stream has been destroyed anyway. A stream nobody closed is
@@ -46,8 +62,8 @@ import java.util.concurrent.atomic.AtomicLong;
  *
  * <h2>Threads</h2>
  * A stream may be shared between threads; work from several threads on one stream is ordered as the calls
- * happened. Closing a stream while a call on another thread is queueing work on it fails with
- * {@link IllegalStateException} and leaves it open.
+ * happened. Closing a stream while a call on another thread is using it never fails: the stream is closed
+ * for new calls at once, and destroyed when the running calls return (see {@link #close()}).
  *
  * <pre>{@code
  * try (CudaStream stream = CudaStream.create(Device.cuda(0))) {
@@ -63,19 +79,20 @@ public final class CudaStream implements AutoCloseable {
 
     private final Device device;
     private final long handle;  // 0: the legacy default stream
-    // CLOSED bit | number of leases held (calls queueing work on the stream right now).
+    // CLOSED bit | number of leases held (calls using the stream right now). Once CLOSED is set the count
+    // only falls: close() destroys the stream if it saw no lease, else the release that empties the count.
     private final AtomicLong state = new AtomicLong();
     private final Release release;            // null for the default stream
     private final Cleaner.Cleanable cleanable;  // null for the default stream
 
-    private CudaStream(Device device, long handle) {
+    private CudaStream(Device device, long handle, boolean owned) {
         this.device = device;
         this.handle = handle;
         if (handle == 0) {
             this.release = null;
             this.cleanable = null;
         } else {
-            this.release = new Release(device.index(), handle);
+            this.release = new Release(device.index(), handle, owned);
             this.cleanable = Storage.CLEANER.register(this, release);
         }
     }
@@ -95,7 +112,7 @@ public final class CudaStream implements AutoCloseable {
             long handle = holder.get(ValueLayout.ADDRESS, 0).address();
             if (handle == 0) throw new FlashAttnException.Cuda("fa4j_cuda_stream_create returned a null stream");
             try {
-                return new CudaStream(device, handle);
+                return new CudaStream(device, handle, true);
             } catch (RuntimeException | Error e) {
                 flashattn4j_h.fa4j_cuda_stream_destroy(device.index(), MemorySegment.ofAddress(handle));
                 throw e;
@@ -111,7 +128,32 @@ public final class CudaStream implements AutoCloseable {
      */
     public static CudaStream defaultStream(Device device) {
         requireCuda(device);
-        return DEFAULT_STREAMS.computeIfAbsent(device.index(), index -> new CudaStream(Device.cuda(index), 0));
+        return DEFAULT_STREAMS.computeIfAbsent(device.index(), index -> new CudaStream(Device.cuda(index), 0, false));
+    }
+
+    /**
+     * A stream owned by someone else, given as its raw {@code cudaStream_t} handle on {@code device}: our
+     * kernels and copies given this wrapper are queued on it. Handle 0 is the device's legacy default
+     * stream ({@link #defaultStream}). The wrapper does not own the stream: {@link #close()} waits for
+     * its work and retires the wrapper, never destroys it; the owner must keep it alive until then (see
+     * the class documentation). The handle cannot be checked here: a handle that is not a live stream of
+     * {@code device} is undefined behaviour in the CUDA runtime, as it is for the owner's own calls.
+     *
+     * @throws FlashAttnException.InvalidArgument if {@code device} is not a CUDA device
+     */
+    public static CudaStream wrap(Device device, long handle) {
+        requireCuda(device);
+        if (handle == 0) return defaultStream(device);
+        NativeCalls.ensureLoaded();
+        return new CudaStream(device, handle, false);
+    }
+
+    /**
+     * The raw {@code cudaStream_t} of this stream (0 for the legacy default stream), to hand to other
+     * libraries so that their work is ordered with ours. Valid until this stream is closed.
+     */
+    public long nativeHandle() {
+        return handle;
     }
 
     /** The CUDA device this stream queues work on. */
@@ -122,6 +164,11 @@ public final class CudaStream implements AutoCloseable {
     /** Whether this is the device's legacy default stream (see {@link #defaultStream}). */
     public boolean isDefault() {
         return handle == 0;
+    }
+
+    /** Whether this stream was made by {@link #create} (and is destroyed by {@link #close()}). */
+    public boolean isOwned() {
+        return release != null && release.owned;
     }
 
     /** Whether {@link #close()} has been called on this (owned) stream; never true for a default stream. */
@@ -136,6 +183,7 @@ public final class CudaStream implements AutoCloseable {
      * @throws FlashAttnException    if the CUDA runtime reports an error, including one of queued work
      */
     public void synchronize() {
+        NativeCalls.ensureLoaded();  // a default stream may be the first thing a program touches
         try (Lease lease = lease()) {
             NativeCalls.check(flashattn4j_h.fa4j_cuda_stream_synchronize(device.index(), lease.handle()));
         }
@@ -143,12 +191,16 @@ public final class CudaStream implements AutoCloseable {
 
     /**
      * Waits for the work queued on this stream, then destroys it. Idempotent; does nothing for a default
-     * stream.
+     * stream. The stream counts as closed as soon as this is called: later calls given it throw
+     * {@link IllegalStateException}.
      *
-     * @throws IllegalStateException if a call on another thread is queueing work on the stream right now
-     *                               (the stream then stays open)
-     * @throws FlashAttnException    if finishing the queued work or destroying the stream reported an error;
-     *                               the stream is closed regardless
+     * <p>If calls on other threads are using the stream right now (queueing work on it, copying on it,
+     * or synchronizing it), this returns at once and the last of those calls, as it returns, waits for
+     * the stream's work and destroys it, on its own thread. An error the queued work reported is then not
+     * thrown anywhere: call {@link #synchronize()} before closing where that matters.
+     *
+     * @throws FlashAttnException if finishing the queued work or destroying the stream reported an error
+     *                            (only when closed here, not deferred); the stream is closed regardless
      */
     @Override
     public void close() {
@@ -157,8 +209,8 @@ public final class CudaStream implements AutoCloseable {
         do {
             s = state.get();
             if ((s & CLOSED) != 0) return;
-            if (s != 0) throw new IllegalStateException("cannot close " + this + ": a call on another thread is using it");
-        } while (!state.compareAndSet(s, CLOSED));
+        } while (!state.compareAndSet(s, s | CLOSED));
+        if (s != 0) return;  // deferred to the last lease's release
         cleanable.clean();
         FlashAttnException failure = release.failure;
         if (failure != null) throw failure;
@@ -185,6 +237,22 @@ public final class CudaStream implements AutoCloseable {
     }
 
     /**
+     * A lease for ordering a release of memory after this stream's work: unlike {@link #lease()}, also
+     * granted on a closed stream whose deferred destruction has not started (calls still hold it, so it
+     * still exists, and the last lease released destroys it); null once the destruction has started. A
+     * thread that holds a lease on this stream and releases a tensor used on it must not wait for the
+     * stream's destruction, which waits for that very lease.
+     */
+    Lease leaseUnlessReleased() {
+        long s;
+        do {
+            s = state.get();
+            if (s == CLOSED) return null;
+        } while (!state.compareAndSet(s, s + 1));
+        return new Lease(this);
+    }
+
+    /**
      * Throws {@link FlashAttnException.InvalidArgument} unless {@code device} is this stream's device;
      * {@code what} names what lives on {@code device}, e.g. "the tensors".
      */
@@ -193,6 +261,24 @@ public final class CudaStream implements AutoCloseable {
             throw new FlashAttnException.InvalidArgument(what + " on " + tensorDevice + " cannot be used with " + this
                     + ": a stream orders work on its own device (" + device + ") only");
         }
+    }
+
+    /**
+     * Returns once a closed stream's release (wait, then destroy) has finished: after that, nothing queued
+     * on it can still be running. Returns at once for a default stream.
+     */
+    void awaitReleased() {
+        if (release == null) return;
+        boolean interrupted = false;
+        while (true) {
+            try {
+                release.finished.await();
+                break;
+            } catch (InterruptedException e) {
+                interrupted = true;
+            }
+        }
+        if (interrupted) Thread.currentThread().interrupt();
     }
 
     /** {@link #requireOn}, and throws {@link IllegalStateException} if this stream is closed. */
@@ -231,33 +317,47 @@ public final class CudaStream implements AutoCloseable {
 
         @Override
         public void close() {
-            if (stream != null) {
-                stream.state.decrementAndGet();
+            CudaStream s = stream;
+            if (s != null) {
                 stream = null;
+                // The last lease of a stream whose close was deferred synchronizes and destroys it.
+                if (s.state.decrementAndGet() == CLOSED) s.cleanable.clean();
             }
         }
     }
 
-    /** Synchronizes and destroys the stream; holds no reference to it so the Cleaner can run it. */
+    /**
+     * Synchronizes the stream and, if owned, destroys it; holds no reference to the stream so the Cleaner
+     * can run it.
+     */
     private static final class Release implements Runnable {
         private final int device;
         private final long handle;
+        private final boolean owned;
+        // Counted down once run() is over: "closed" then means "finished" (see awaitReleased).
+        private final CountDownLatch finished = new CountDownLatch(1);
         // What went wrong, for close() to throw (the Cleaner's thread has nowhere to report it).
         private volatile FlashAttnException failure;
 
-        Release(int device, long handle) {
+        Release(int device, long handle, boolean owned) {
             this.device = device;
             this.handle = handle;
+            this.owned = owned;
         }
 
         @Override
         public void run() {
-            MemorySegment stream = MemorySegment.ofAddress(handle);
-            // Destroying does not wait for queued work; waiting first keeps "closed" meaning "finished".
-            FlashAttnException sync = NativeCalls.failure(flashattn4j_h.fa4j_cuda_stream_synchronize(device, stream));
-            FlashAttnException destroy = NativeCalls.failure(flashattn4j_h.fa4j_cuda_stream_destroy(device, stream));
-            if (sync != null && destroy != null) sync.addSuppressed(destroy);
-            failure = sync != null ? sync : destroy;
+            try {
+                MemorySegment stream = MemorySegment.ofAddress(handle);
+                // Destroying does not wait for queued work; waiting first keeps "closed" meaning "finished".
+                FlashAttnException sync = NativeCalls.failure(flashattn4j_h.fa4j_cuda_stream_synchronize(device, stream));
+                FlashAttnException destroy = owned
+                        ? NativeCalls.failure(flashattn4j_h.fa4j_cuda_stream_destroy(device, stream)) : null;
+                if (sync != null && destroy != null) sync.addSuppressed(destroy);
+                failure = sync != null ? sync : destroy;
+            } finally {
+                finished.countDown();
+            }
         }
     }
 }

@@ -25,6 +25,20 @@ final class DeviceCopies {
                 kind, stream));
     }
 
+    /** Copies {@code bytes} from a device tensor's first element into native host memory; synchronous. */
+    static void copyBytesToHost(Tensor source, MemorySegment destination, long bytes, MemorySegment stream) {
+        NativeCalls.ensureLoaded();
+        NativeCalls.check(flashattn4j_h.fa4j_cuda_memcpy(source.device().index(), destination, firstElement(source), bytes,
+                flashattn4j_h.FA4J_MEMCPY_DEVICE_TO_HOST(), stream));
+    }
+
+    /** Copies {@code bytes} of native host memory to a device tensor's first element; synchronous. */
+    static void copyBytesFromHost(MemorySegment source, Tensor destination, long bytes, MemorySegment stream) {
+        NativeCalls.ensureLoaded();
+        NativeCalls.check(flashattn4j_h.fa4j_cuda_memcpy(destination.device().index(), firstElement(destination), source, bytes,
+                flashattn4j_h.FA4J_MEMCPY_HOST_TO_DEVICE(), stream));
+    }
+
     /** Sets {@code bytes} bytes from the first element of a device tensor to {@code value}, synchronously. */
     static void fillBytes(Tensor tensor, int value, long bytes) {
         NativeCalls.ensureLoaded();

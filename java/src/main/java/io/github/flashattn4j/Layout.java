@@ -14,16 +14,62 @@ record Layout(long[] shape, long[] strides, long offset) {
         strides = strides.clone();
     }
 
-    /** The row-major contiguous layout of {@code shape}. */
+    /**
+     * The row-major contiguous layout of {@code shape}.
+     *
+     * @throws IllegalArgumentException if a size is negative, or the strides (products of the sizes, a
+     *                                  size 0 counting as 1) do not fit in a long
+     */
     static Layout contiguous(long... shape) {
         long[] strides = new long[shape.length];
         long stride = 1;
         for (int i = shape.length - 1; i >= 0; i--) {
             if (shape[i] < 0) throw new IllegalArgumentException("negative size " + shape[i] + " in shape " + Arrays.toString(shape));
             strides[i] = stride;
-            stride = Math.multiplyExact(stride, Math.max(shape[i], 1));
+            stride = multiply(stride, Math.max(shape[i], 1), shape);
         }
         return new Layout(shape, strides, 0);
+    }
+
+    /**
+     * The layout of {@code shape} with the given {@code strides} (in elements, non-negative) at offset 0,
+     * checked so that every addressed offset fits in 63 bits.
+     */
+    static Layout strided(long[] shape, long[] strides) {
+        if (shape.length != strides.length) {
+            throw new IllegalArgumentException("shape " + Arrays.toString(shape) + " and strides " + Arrays.toString(strides)
+                    + " differ in rank");
+        }
+        contiguous(shape);  // checks the sizes and the element count
+        long last = 0;
+        boolean empty = false;
+        for (int i = 0; i < shape.length; i++) {
+            if (strides[i] < 0) throw new IllegalArgumentException("negative stride in " + Arrays.toString(strides));
+            if (shape[i] == 0) empty = true;
+        }
+        if (!empty) {
+            for (int i = 0; i < shape.length; i++) {
+                if (shape[i] > 1 && strides[i] > 0 && shape[i] - 1 > (Long.MAX_VALUE - 1 - last) / strides[i]) {
+                    throw new IllegalArgumentException("shape " + Arrays.toString(shape) + " with strides "
+                            + Arrays.toString(strides) + " addresses more than 2^63 elements");
+                }
+                last += (shape[i] - 1) * strides[i];
+            }
+        }
+        return new Layout(shape, strides, 0);
+    }
+
+    /**
+     * {@code a * b} for the sizes of {@code shape}.
+     *
+     * @throws IllegalArgumentException if the product does not fit in a long
+     */
+    static long multiply(long a, long b, long[] shape) {
+        try {
+            return Math.multiplyExact(a, b);
+        } catch (ArithmeticException e) {
+            throw new IllegalArgumentException("shape " + Arrays.toString(shape) + " is too large: the product of its sizes overflows a long", e);
+        }
     }
 
     int rank() {
@@ -60,7 +106,9 @@ record Layout(long[] shape, long[] strides, long offset) {
         return last + 1;
     }
 
+    /** Row-major dense; a tensor without elements counts as contiguous, whatever its strides. */
     boolean isContiguous() {
+        if (elementCount() == 0) return true;
         long expected = 1;
         for (int i = shape.length - 1; i >= 0; i--) {
             if (shape[i] != 1 && strides[i] != expected) return false;

@@ -8,21 +8,25 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 
 /**
- * The gate to the generated bindings: loading this class loads the native library, so every caller that
- * goes through here finds it loaded; {@link #check} turns a native status into a typed exception.
+ * The gate to the generated bindings: {@link #ensureLoaded} before the first binding is touched loads the
+ * native library (the bindings' own class initializers would fail without it, and a failed class
+ * initializer turns every later use into a {@link NoClassDefFoundError}); {@link #check} turns a native
+ * status into a typed exception.
  */
 final class NativeCalls {
-
-    static {
-        NativeLibrary.ensureLoaded();
-    }
 
     private static final long MAX_MESSAGE_BYTES = 1 << 16;
 
     private NativeCalls() {}
 
-    /** Makes sure the library is loaded (the work happens in this class's initializer). */
-    static void ensureLoaded() {}
+    /**
+     * Makes sure the library is loaded.
+     *
+     * @throws UnsatisfiedLinkError saying why, if it cannot be; the same error on every call
+     */
+    static void ensureLoaded() {
+        NativeLibrary.ensureLoaded();
+    }
 
     /** Throws the exception matching {@code status} with the native message, unless it is {@code FA4J_OK}. */
     static void check(int status) {

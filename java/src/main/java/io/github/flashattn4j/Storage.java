@@ -7,8 +7,11 @@ import java.util.concurrent.atomic.AtomicLong;
  * A block of host or device memory, shared by a tensor and its views. Exactly one tensor owns it and
  * closes it; a {@link Cleaner} frees it if nobody does.
  *
- * <p>Native calls hold a {@link Lease} on every storage they touch, so a concurrent {@link #close()} cannot
- * free memory under a running call: it fails instead, and the storage stays open.
+ * <p>Native calls hold a {@link Lease} on every storage they touch. Closing never frees memory under a
+ * running call: a close requested while leases are held marks the storage closed at once (no new lease
+ * is granted) and the memory is freed when the last lease is released, on the thread releasing it. So
+ * {@link #close()} never fails and never waits, and "closed" means "unusable from now on", not
+ * "already freed".
  */
 abstract sealed class Storage permits HostStorage, DeviceStorage {
 
@@ -18,7 +21,9 @@ abstract sealed class Storage permits HostStorage, DeviceStorage {
 
     private final Device device;
     private final long byteSize;
-    // CLOSED bit | number of leases held.
+    // CLOSED bit | number of leases held. Once CLOSED is set the count only falls, so exactly one party
+    // sees (CLOSED, 0) arrive: close() when no lease was held, else the last lease's release. That party
+    // frees the memory.
     private final AtomicLong state = new AtomicLong();
     private Cleaner.Cleanable cleanable;
 
@@ -43,11 +48,21 @@ abstract sealed class Storage permits HostStorage, DeviceStorage {
     /** Native address of byte 0. */
     abstract long address();
 
+    /** The native {@code fa4j_buffer} that owns the memory, or 0 for memory the library does not own. */
+    abstract long buffer();
+
+    /** Records that work queued on {@code stream} may use this memory (device memory only). */
+    void usedOn(CudaStream stream) {}
+
+    /** Throws {@link IllegalStateException} if memory owned by someone else has been freed by them. */
+    void requireAlive() {}
+
+    /** Whether a close was requested; the memory may still be in use by calls that leased it before. */
     final boolean isClosed() {
         return (state.get() & CLOSED) != 0;
     }
 
-    /** Prevents the memory from being freed until the lease is closed. */
+    /** Prevents the memory from being freed until the lease is closed; throws if the storage is closed. */
     final Lease lease() {
         long s;
         do {
@@ -57,18 +72,24 @@ abstract sealed class Storage permits HostStorage, DeviceStorage {
         return new Lease(this);
     }
 
-    /** Frees the memory. Idempotent; fails if a native call is using the memory right now. */
+    /**
+     * Frees the memory now, or, while leases are held, when the last one is released. Idempotent; never
+     * throws for the memory being in use.
+     */
     final void close() {
         long s;
         do {
             s = state.get();
             if ((s & CLOSED) != 0) return;
-            if (s != 0) throw new IllegalStateException("cannot close tensor memory on " + device + ": an operation is using it");
-        } while (!state.compareAndSet(s, CLOSED));
+        } while (!state.compareAndSet(s, s | CLOSED));
+        if (s == 0) free();
+    }
+
+    private void free() {
         cleanable.clean();
     }
 
-    /** A hold on a storage's memory for the duration of a native call. */
+    /** A hold on a storage's memory for the duration of a native call. Closing it twice is harmless. */
     static final class Lease implements AutoCloseable {
         private Storage storage;
 
@@ -78,9 +99,11 @@ abstract sealed class Storage permits HostStorage, DeviceStorage {
 
         @Override
         public void close() {
-            if (storage != null) {
-                storage.state.decrementAndGet();
+            Storage s = storage;
+            if (s != null) {
                 storage = null;
+                // The last lease of a storage whose close was deferred frees it.
+                if (s.state.decrementAndGet() == CLOSED) s.free();
             }
         }
     }

@@ -1,6 +1,8 @@
 package io.github.flashattn4j;
 
+import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import java.nio.ByteBuffer;
 import java.util.Arrays;
 import java.util.Objects;
 import java.util.SplittableRandom;
@@ -28,28 +30,72 @@ import java.util.SplittableRandom;
  * do not synchronize with the default stream: while work queued on such a stream may still use a tensor,
  * read or write that tensor only on the same stream, or call {@link CudaStream#synchronize()} first.
  *
- * <p>Closing a CUDA tensor waits for all work queued on its device, on every stream, before the memory is
- * released: closing (or leaving to a {@link TensorScope}) a tensor that queued kernels still read or write
- * is safe, at the cost of a device synchronization.
+ * <p>Device memory comes from the library's stream-ordered pool. Closing a CUDA tensor releases its memory
+ * in the order of every stream that used it (the one it was allocated on and each stream an attention call
+ * used it on): the memory is reused only after the work queued there so far has finished, and nothing
+ * waits. Closing (or leaving to a {@link TensorScope}) a tensor that queued kernels still read or write is
+ * therefore safe and cheap. See {@link CudaStream} for tensors used by other libraries on their streams.
+ *
+ * <h2>Memory from elsewhere, without copies</h2>
+ * {@link #wrap(MemorySegment, DType, long[], long[], Runnable)} and
+ * {@link #wrapDevice(Device, long, long, DType, long[], long[], Runnable)} view a caller's host segment or
+ * device pointer; {@link DLPack} imports and exports tensors of other libraries; {@link #asSegment()},
+ * {@link #copyTo(MemorySegment)}, {@link #copyFrom(MemorySegment)}, the {@link ByteBuffer} and
+ * {@code short[]} variants move raw element bytes without float conversions. A tensor imported read-only
+ * ({@link #isReadOnly()}) refuses every write.
  *
  * <h2>Threads</h2>
- * Tensors may be shared between threads. Closing a tensor while a native call on another thread is using
- * its memory fails with {@link IllegalStateException} and leaves it open. (Work that a call queued on a
- * CUDA stream and that is still running does not count: see above.)
+ * Tensors may be shared between threads. Closing a tensor while a call on another thread is using its
+ * memory never fails and never frees memory under that call: the tensor is closed at once (later calls
+ * throw {@link IllegalStateException}), and its memory is freed when the running call returns, on that
+ * call's thread (for a CUDA tensor, in the order of the streams that used it, as described above). Calls that
+ * started before the close finish normally. (Work that a call queued on a CUDA stream and that is still
+ * running does not hold the memory: see above.)
+ *
+ * <h2>Errors</h2>
+ * <ul>
+ *   <li>{@link IllegalArgumentException}: a shape, size or array length that does not fit (a negative
+ *       size, a shape whose element count or byte size overflows a {@code long}, a reshape to another
+ *       element count).</li>
+ *   <li>{@link IndexOutOfBoundsException}: a dimension or index out of range ({@link #size}, {@link #stride},
+ *       {@link #slice}, {@link #select}, {@link #transpose}), as for Java arrays and lists.</li>
+ *   <li>{@link IllegalStateException}: a closed tensor, or a tensor whose state does not allow the call
+ *       ({@link #reshape} of a non-contiguous tensor, {@link #toFloatArray} of more elements than a Java
+ *       array holds).</li>
+ *   <li>{@link FlashAttnException.OutOfMemory}: host or device memory could not be allocated; other
+ *       {@link FlashAttnException}s: failures of the native library or the CUDA runtime.</li>
+ *   <li>{@link NullPointerException}: a null argument.</li>
+ * </ul>
  */
 public final class Tensor implements AutoCloseable {
+
+    // Longest Java array the JVM allocates reliably (as in ArraysSupport.SOFT_MAX_ARRAY_LENGTH).
+    private static final int MAX_ARRAY_LENGTH = Integer.MAX_VALUE - 8;
+    // Host staging for fills of CUDA tensors: 16 MiB of float32.
+    private static final long FILL_CHUNK_ELEMENTS = 1L << 22;
 
     private final Storage storage;
     private final DType dtype;
     private final Layout layout;
     private final boolean ownsStorage;
+    private final boolean readOnly;
     private volatile boolean closed;
 
-    private Tensor(Storage storage, DType dtype, Layout layout, boolean ownsStorage) {
+    private Tensor(Storage storage, DType dtype, Layout layout, boolean ownsStorage, boolean readOnly) {
         this.storage = storage;
         this.dtype = dtype;
         this.layout = layout;
         this.ownsStorage = ownsStorage;
+        this.readOnly = readOnly;
+    }
+
+    private Tensor(Storage storage, DType dtype, Layout layout, boolean ownsStorage) {
+        this(storage, dtype, layout, ownsStorage, false);
+    }
+
+    /** A tensor owning {@code storage} (which the caller hands over), for factories in this package. */
+    static Tensor owning(Storage storage, DType dtype, Layout layout, boolean readOnly) {
+        return new Tensor(storage, dtype, layout, true, readOnly);
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -58,19 +104,35 @@ public final class Tensor implements AutoCloseable {
 
     /**
      * A new contiguous tensor. Host memory starts zeroed; device memory starts with unspecified contents.
+     *
+     * @throws IllegalArgumentException       if a size is negative or the tensor's size in bytes overflows a long
+     * @throws FlashAttnException.OutOfMemory if the memory cannot be allocated
      */
     public static Tensor empty(DType dtype, Device device, long... shape) {
+        Objects.requireNonNull(device, "device");
+        return allocate(dtype, device, device.isCuda() ? CudaStream.defaultStream(device) : null, shape);
+    }
+
+    /**
+     * A new contiguous tensor on {@code stream}'s device, allocated in the order of {@code stream}: work
+     * queued on that stream may use it at once; work on other streams only once ordered after it. Contents
+     * are unspecified.
+     *
+     * @throws IllegalStateException if the stream is closed
+     */
+    public static Tensor empty(DType dtype, CudaStream stream, long... shape) {
+        Objects.requireNonNull(stream, "stream");
+        return allocate(dtype, stream.device(), stream, shape);
+    }
+
+    /** {@code home}: the stream CUDA memory is allocated on; null for host memory. */
+    static Tensor allocate(DType dtype, Device device, CudaStream home, long... shape) {
         Objects.requireNonNull(dtype, "dtype");
         Objects.requireNonNull(device, "device");
         Objects.requireNonNull(shape, "shape");
         Layout layout = Layout.contiguous(shape);
-        long bytes;
-        try {
-            bytes = Math.multiplyExact(layout.elementCount(), (long) dtype.byteSize());
-        } catch (ArithmeticException e) {
-            throw new IllegalArgumentException("tensor of shape " + Arrays.toString(shape) + " is too large", e);
-        }
-        Storage storage = device.isCuda() ? DeviceStorage.allocate(device, bytes) : HostStorage.allocate(bytes);
+        long bytes = Layout.multiply(layout.elementCount(), dtype.byteSize(), shape);
+        Storage storage = device.isCuda() ? DeviceStorage.allocate(device, bytes, home) : HostStorage.allocate(bytes);
         return new Tensor(storage, dtype, layout, true);
     }
 
@@ -100,10 +162,17 @@ public final class Tensor implements AutoCloseable {
         }
     }
 
-    /** A new contiguous tensor of standard-normal samples from a generator seeded with {@code seed}. */
+    /**
+     * A new contiguous tensor of standard-normal samples from a generator seeded with {@code seed}.
+     *
+     * @throws IllegalArgumentException if the shape is invalid or has more elements than a Java array holds
+     */
     public static Tensor randn(DType dtype, Device device, long seed, long... shape) {
+        Objects.requireNonNull(dtype, "dtype");
+        Objects.requireNonNull(device, "device");
+        Objects.requireNonNull(shape, "shape");
         long count = Layout.contiguous(shape).elementCount();
-        if (count > Integer.MAX_VALUE - 8) throw new IllegalArgumentException("randn supports at most 2^31 - 9 elements");
+        if (count > MAX_ARRAY_LENGTH) throw new IllegalArgumentException("randn supports at most " + MAX_ARRAY_LENGTH + " elements, shape " + Arrays.toString(shape) + " has " + count);
         SplittableRandom random = new SplittableRandom(seed);
         float[] values = new float[(int) count];
         for (int i = 0; i < values.length; i++) values[i] = (float) random.nextGaussian();
@@ -117,6 +186,12 @@ public final class Tensor implements AutoCloseable {
      */
     public static Tensor fromArray(float[] values, DType dtype, Device device, long... shape) {
         Objects.requireNonNull(values, "values");
+        Objects.requireNonNull(shape, "shape");
+        long count = Layout.contiguous(shape).elementCount();
+        if (values.length != count) {
+            // Before allocating: a wrong shape must not cost (or fail) an allocation of its size.
+            throw new IllegalArgumentException(values.length + " values for a tensor of shape " + Arrays.toString(shape));
+        }
         Tensor t = empty(dtype, device, shape);
         try {
             t.copyFromArray(values);
@@ -149,7 +224,11 @@ public final class Tensor implements AutoCloseable {
         return layout.shapeCopy();
     }
 
-    /** Size of dimension {@code dim}; negative values count from the end. */
+    /**
+     * Size of dimension {@code dim}; negative values count from the end.
+     *
+     * @throws IndexOutOfBoundsException if {@code dim} is not in {@code [-dim(), dim())}
+     */
     public long size(int dim) {
         return layout.size(normalize(dim));
     }
@@ -159,7 +238,11 @@ public final class Tensor implements AutoCloseable {
         return layout.stridesCopy();
     }
 
-    /** Stride of dimension {@code dim} in elements; negative values count from the end. */
+    /**
+     * Stride of dimension {@code dim} in elements; negative values count from the end.
+     *
+     * @throws IndexOutOfBoundsException if {@code dim} is not in {@code [-dim(), dim())}
+     */
     public long stride(int dim) {
         return layout.stride(normalize(dim));
     }
@@ -169,9 +252,17 @@ public final class Tensor implements AutoCloseable {
         return layout.elementCount();
     }
 
-    /** Whether the elements are laid out densely in row-major order. */
+    /**
+     * Whether the elements are laid out densely in row-major order. A tensor without elements is
+     * contiguous.
+     */
     public boolean isContiguous() {
         return layout.isContiguous();
+    }
+
+    /** Whether this tensor refuses writes (a DLPack import the producer marked read-only, and its views). */
+    public boolean isReadOnly() {
+        return readOnly;
     }
 
     /** Whether this tensor owns its memory (made by a factory) rather than viewing another's. */
@@ -188,7 +279,13 @@ public final class Tensor implements AutoCloseable {
     // Views: no copy, shared memory
     // ---------------------------------------------------------------------------------------------
 
-    /** The view of indices {@code [start, end)} along {@code dim}. */
+    /**
+     * The view of indices {@code [start, end)} along {@code dim} (negative {@code dim} counts from the end).
+     *
+     * @throws IndexOutOfBoundsException if {@code dim} is out of range, or not
+     *                                   {@code 0 <= start <= end <= size(dim)}
+     * @throws IllegalStateException     if this tensor is closed
+     */
     public Tensor slice(int dim, long start, long end) {
         int d = normalize(dim);
         long size = layout.size(d);
@@ -200,7 +297,12 @@ public final class Tensor implements AutoCloseable {
         return view(new Layout(shape, layout.stridesCopy(), layout.offset() + start * layout.stride(d)));
     }
 
-    /** The view with dimensions {@code a} and {@code b} swapped. */
+    /**
+     * The view with dimensions {@code a} and {@code b} swapped (negative values count from the end).
+     *
+     * @throws IndexOutOfBoundsException if {@code a} or {@code b} is out of range
+     * @throws IllegalStateException     if this tensor is closed
+     */
     public Tensor transpose(int a, int b) {
         int da = normalize(a), db = normalize(b);
         long[] shape = layout.shapeCopy(), strides = layout.stridesCopy();
@@ -213,10 +315,19 @@ public final class Tensor implements AutoCloseable {
         return view(new Layout(shape, strides, layout.offset()));
     }
 
-    /** The view at {@code index} along {@code dim}, which is removed. */
+    /**
+     * The view at {@code index} along {@code dim}, which is removed (negative {@code dim} counts from the
+     * end).
+     *
+     * @throws IndexOutOfBoundsException if {@code dim} is out of range, or not {@code 0 <= index < size(dim)}
+     * @throws IllegalStateException     if this tensor is closed
+     */
     public Tensor select(int dim, long index) {
         int d = normalize(dim);
-        Objects.checkIndex(index, layout.size(d));
+        long size = layout.size(d);
+        if (index < 0 || index >= size) {
+            throw new IndexOutOfBoundsException("index " + index + " of dimension " + d + " with size " + size);
+        }
         long[] shape = new long[dim() - 1], strides = new long[dim() - 1];
         for (int i = 0, j = 0; i < dim(); i++) {
             if (i == d) continue;
@@ -229,6 +340,10 @@ public final class Tensor implements AutoCloseable {
     /**
      * The view with a new shape over the same elements; one size may be -1 (inferred). Needs a contiguous
      * tensor.
+     *
+     * @throws IllegalArgumentException if the shape has another element count, a negative size other
+     *                                  than one -1, or overflows a long
+     * @throws IllegalStateException    if this tensor is closed or not contiguous
      */
     public Tensor reshape(long... shape) {
         Objects.requireNonNull(shape, "shape");
@@ -239,7 +354,7 @@ public final class Tensor implements AutoCloseable {
         for (int i = 0; i < resolved.length; i++) {
             if (resolved[i] == -1 && inferred < 0) inferred = i;
             else if (resolved[i] < 0) throw new IllegalArgumentException("invalid shape " + Arrays.toString(shape));
-            else known = Math.multiplyExact(known, resolved[i]);
+            else known = Layout.multiply(known, resolved[i], shape);
         }
         if (inferred >= 0) {
             if (known == 0 || numel() % known != 0) throw new IllegalArgumentException("cannot infer -1 in " + Arrays.toString(shape) + " for " + numel() + " elements");
@@ -254,7 +369,7 @@ public final class Tensor implements AutoCloseable {
 
     private Tensor view(Layout viewLayout) {
         requireOpen();
-        return new Tensor(storage, dtype, viewLayout, false);
+        return new Tensor(storage, dtype, viewLayout, false, readOnly);
     }
 
     // ---------------------------------------------------------------------------------------------
@@ -283,9 +398,16 @@ public final class Tensor implements AutoCloseable {
 
     /** Sets every element to {@code value}, rounded to the dtype. Device views must be contiguous. */
     public void fill(float value) {
-        float[] values = new float[Math.toIntExact(numel())];
-        Arrays.fill(values, value);
-        copyFromArray(values);
+        try (Storage.Lease lease = leaseForWriting()) {
+            if (device().isCuda()) {
+                requireContiguousDeviceWrite();
+                fillDevice(value);
+            } else {
+                MemorySegment segment = hostSegment();
+                int elementSize = dtype.byteSize();
+                layout.forEachOffset(offset -> ElementCodec.set(segment, offset * elementSize, dtype, value));
+            }
+        }
     }
 
     /**
@@ -377,12 +499,256 @@ public final class Tensor implements AutoCloseable {
         }
     }
 
+    // ---------------------------------------------------------------------------------------------
+    // Foreign memory and raw element bytes, without copies or float conversions
+    // ---------------------------------------------------------------------------------------------
+
     /**
-     * Frees the memory if this tensor owns it, and retires this tensor. Idempotent. For a CUDA tensor that
-     * owns its memory, first waits until all work queued on its device (on any stream) has finished, so
-     * queued kernels and copies never touch released memory.
+     * A tensor over the caller's host memory: element (i0, ..., in) at byte
+     * {@code dtype.byteSize() * sum(ik * strides[k])} of {@code segment}. No copy is made; the tensor owns
+     * nothing unless {@code release} is given, which runs once when the tensor is closed (or, as a
+     * backstop, becomes unreachable). The segment's scope stays the caller's: every use checks it is alive
+     * ({@link IllegalStateException} otherwise), but closing its arena while a call on another thread is
+     * running on it is the caller's race to avoid.
      *
-     * @throws IllegalStateException if a native call on another thread is using the memory right now
+     * @param strides in elements, non-negative; null for row-major contiguous
+     * @param release may be null
+     * @throws IllegalArgumentException if the shape or strides address bytes outside the segment, or the
+     *                                  segment is not aligned to the element size
+     */
+    public static Tensor wrap(MemorySegment segment, DType dtype, long[] shape, long[] strides, Runnable release) {
+        Objects.requireNonNull(segment, "segment");
+        Layout layout = foreignLayout(dtype, shape, strides, segment.byteSize(), segment.address());
+        if (!segment.isNative()) {
+            throw new IllegalArgumentException("segment must be native (off-heap) memory, not a heap array: " + segment);
+        }
+        if (segment.isReadOnly()) throw new IllegalArgumentException("segment is read-only");
+        if (!segment.scope().isAlive()) throw new IllegalStateException("segment's arena is closed");
+        return new Tensor(HostStorage.wrap(segment, release), dtype, layout, true);
+    }
+
+    /** {@link #wrap(MemorySegment, DType, long[], long[], Runnable)}: row-major, nothing to release. */
+    public static Tensor wrap(MemorySegment segment, DType dtype, long... shape) {
+        return wrap(segment, dtype, shape, null, null);
+    }
+
+    /**
+     * A tensor over the caller's CUDA device memory: {@code byteSize} bytes at {@code address} on
+     * {@code device}. No copy is made; the tensor owns nothing unless {@code release} is given, which runs
+     * once when the tensor is closed, after the work this library queued on the memory has finished (the
+     * closing thread waits for the streams that used it). The library cannot check that the address is live
+     * device memory: it trusts the caller as cudaMemcpy would.
+     *
+     * @param strides in elements, non-negative; null for row-major contiguous
+     * @param release may be null
+     * @throws IllegalArgumentException if the layout addresses bytes beyond {@code byteSize}, the address is
+     *                                  null or not aligned to the element size
+     */
+    public static Tensor wrapDevice(Device device, long address, long byteSize, DType dtype, long[] shape, long[] strides,
+                                    Runnable release) {
+        Objects.requireNonNull(device, "device");
+        if (!device.isCuda()) throw new FlashAttnException.InvalidArgument("wrapDevice needs a CUDA device, got " + device);
+        Layout layout = foreignLayout(dtype, shape, strides, byteSize, address);
+        if (address == 0 && byteSize > 0) throw new IllegalArgumentException("address is null");
+        return new Tensor(DeviceStorage.wrap(device, address, byteSize, release), dtype, layout, true);
+    }
+
+    private static Layout foreignLayout(DType dtype, long[] shape, long[] strides, long byteSize, long address) {
+        Objects.requireNonNull(dtype, "dtype");
+        Objects.requireNonNull(shape, "shape");
+        if (byteSize < 0) throw new IllegalArgumentException("negative byte size " + byteSize);
+        if (address % dtype.byteSize() != 0) {
+            throw new IllegalArgumentException("address 0x" + Long.toHexString(address) + " is not aligned to " + dtype);
+        }
+        Layout contiguous = Layout.contiguous(shape);
+        Layout layout = strides == null ? contiguous : Layout.strided(shape, strides);
+        long span = layout.span();
+        if (span > byteSize / dtype.byteSize()) {
+            throw new IllegalArgumentException("shape " + Arrays.toString(shape) + " with strides "
+                    + Arrays.toString(layout.strides()) + " addresses " + span + " elements of " + dtype + ", more than the "
+                    + byteSize + " bytes given");
+        }
+        return layout;
+    }
+
+    /**
+     * This host tensor's memory as a segment, from its first element to one past its last addressed
+     * element (so a strided view's gaps are included): reads and writes go straight to the tensor. The
+     * segment dies with the memory: after the tensor (or its base) is closed, using it throws
+     * {@link IllegalStateException}. Read-only tensors give a read-only segment.
+     *
+     * @throws UnsupportedOperationException for a CUDA tensor (its memory is not host-addressable)
+     */
+    public MemorySegment asSegment() {
+        if (device().isCuda()) throw new UnsupportedOperationException("a CUDA tensor has no host segment; copyTo() a host segment");
+        try (Storage.Lease lease = lease()) {
+            MemorySegment all = ((HostStorage) storage).publicSegment();
+            MemorySegment view = all.asSlice(byteOffset(), layout.span() * dtype.byteSize());
+            return readOnly ? view.asReadOnly() : view;
+        }
+    }
+
+    /**
+     * Copies the elements, row-major and densely packed, as raw bytes in the platform's byte order (bf16
+     * and fp16 as their 16-bit patterns) into {@code destination}, whose size must be
+     * {@code numel() * dtype().byteSize()}. Any device, any strides; synchronous (on the default stream for
+     * CUDA tensors).
+     */
+    public void copyTo(MemorySegment destination) {
+        Objects.requireNonNull(destination, "destination");
+        requireByteSize(destination.byteSize(), "destination");
+        readBytes(destination);
+    }
+
+    /**
+     * Overwrites the elements, row-major, with the raw bytes of {@code source} (see
+     * {@link #copyTo(MemorySegment)}), whose size must be {@code numel() * dtype().byteSize()}. CUDA
+     * destinations must be contiguous; synchronous.
+     */
+    public void copyFrom(MemorySegment source) {
+        Objects.requireNonNull(source, "source");
+        requireByteSize(source.byteSize(), "source");
+        writeBytes(source);
+    }
+
+    /**
+     * {@link #copyTo(MemorySegment)} into the buffer's next {@code numel() * dtype().byteSize()} bytes,
+     * advancing its position (the bytes are in the platform's order whatever the buffer's order setting).
+     *
+     * @throws java.nio.BufferOverflowException if fewer bytes remain
+     */
+    public void copyTo(ByteBuffer destination) {
+        Objects.requireNonNull(destination, "destination");
+        long bytes = byteCount();
+        if (destination.remaining() < bytes) throw new java.nio.BufferOverflowException();
+        if (destination.isReadOnly()) throw new java.nio.ReadOnlyBufferException();
+        readBytes(MemorySegment.ofBuffer(destination).asSlice(0, bytes));
+        destination.position(destination.position() + (int) bytes);
+    }
+
+    /**
+     * {@link #copyFrom(MemorySegment)} from the buffer's next {@code numel() * dtype().byteSize()} bytes,
+     * advancing its position.
+     *
+     * @throws java.nio.BufferUnderflowException if fewer bytes remain
+     */
+    public void copyFrom(ByteBuffer source) {
+        Objects.requireNonNull(source, "source");
+        long bytes = byteCount();
+        if (source.remaining() < bytes) throw new java.nio.BufferUnderflowException();
+        writeBytes(MemorySegment.ofBuffer(source).asSlice(0, bytes));
+        source.position(source.position() + (int) bytes);
+    }
+
+    /**
+     * The 16-bit patterns of a float16 or bfloat16 tensor's elements, row-major: no rounding, NaN payloads
+     * kept.
+     *
+     * @throws UnsupportedOperationException for a dtype that is not 16 bits wide
+     */
+    public short[] toShortArray() {
+        require16Bit();
+        long count = numel();
+        if (count > Integer.MAX_VALUE - 8) throw new IllegalStateException("tensor too large for a Java array: " + count);
+        short[] bits = new short[(int) count];
+        readBytes(MemorySegment.ofArray(bits));
+        return bits;
+    }
+
+    /** Overwrites a float16 or bfloat16 tensor's elements, row-major, with the 16-bit patterns {@code bits}. */
+    public void copyFromShorts(short[] bits) {
+        Objects.requireNonNull(bits, "bits");
+        require16Bit();
+        if (bits.length != numel()) {
+            throw new IllegalArgumentException(bits.length + " values for a tensor of shape " + Arrays.toString(shape()));
+        }
+        writeBytes(MemorySegment.ofArray(bits));
+    }
+
+    private long byteCount() {
+        return Math.multiplyExact(numel(), (long) dtype.byteSize());
+    }
+
+    private void requireByteSize(long given, String what) {
+        if (given != byteCount()) {
+            throw new IllegalArgumentException(what + " has " + given + " bytes; " + this + " has " + byteCount());
+        }
+    }
+
+    private void require16Bit() {
+        if (dtype.byteSize() != 2) throw new UnsupportedOperationException("raw 16-bit access needs float16 or bfloat16, not " + dtype);
+    }
+
+    /** Copies the elements' bytes, packed row-major, into {@code destination} (exactly that size). */
+    private void readBytes(MemorySegment destination) {
+        try (Storage.Lease lease = lease()) {
+            if (device().isCuda() && isContiguous() && destination.isNative()) {
+                DeviceCopies.copyBytesToHost(this, destination, byteCount(), MemorySegment.NULL);
+            } else if (device().isCuda()) {
+                try (Tensor staged = stageOnHost(CudaStream.Lease.NONE)) {
+                    staged.gatherHost(destination);
+                }
+            } else {
+                gatherHost(destination);
+            }
+        }
+    }
+
+    /** Overwrites the elements, row-major, with the packed bytes of {@code source} (exactly that size). */
+    private void writeBytes(MemorySegment source) {
+        try (Storage.Lease lease = leaseForWriting()) {
+            if (device().isCuda()) {
+                requireContiguousDeviceWrite();
+                if (source.isNative()) {
+                    DeviceCopies.copyBytesFromHost(source, this, byteCount(), MemorySegment.NULL);
+                } else {
+                    try (Arena arena = Arena.ofConfined()) {
+                        MemorySegment staged = arena.allocate(byteCount(), 64);
+                        staged.copyFrom(source);
+                        DeviceCopies.copyBytesFromHost(staged, this, byteCount(), MemorySegment.NULL);
+                    }
+                }
+            } else {
+                scatterHost(source);
+            }
+        }
+    }
+
+    private void gatherHost(MemorySegment destination) {
+        MemorySegment segment = hostSegment();
+        int size = dtype.byteSize();
+        if (isContiguous()) {
+            MemorySegment.copy(segment, byteOffset(), destination, 0, byteCount());
+            return;
+        }
+        long[] at = {0};
+        layout.forEachOffset(offset -> {
+            MemorySegment.copy(segment, offset * size, destination, at[0], size);
+            at[0] += size;
+        });
+    }
+
+    private void scatterHost(MemorySegment source) {
+        MemorySegment segment = hostSegment();
+        int size = dtype.byteSize();
+        if (isContiguous()) {
+            MemorySegment.copy(source, 0, segment, byteOffset(), byteCount());
+            return;
+        }
+        long[] at = {0};
+        layout.forEachOffset(offset -> {
+            MemorySegment.copy(source, at[0], segment, offset * size, size);
+            at[0] += size;
+        });
+    }
+
+    /**
+     * Frees the memory if this tensor owns it, and retires this tensor. Idempotent, and never fails. For a
+     * CUDA tensor that owns its memory, the release is ordered after the work queued so far on the streams
+     * that used it (see above), so queued kernels and copies never touch released memory.
+     *
+     * <p>While a call on another thread is using the memory, the tensor is closed at once but the memory is
+     * freed when that call returns, by that call's thread (see "Threads" above).
      */
     @Override
     public void close() {
@@ -403,7 +769,33 @@ public final class Tensor implements AutoCloseable {
     /** Holds this tensor's memory open for a native call; throws if the tensor is closed. */
     Storage.Lease lease() {
         requireOpen();
-        return storage.lease();
+        Storage.Lease lease = storage.lease();
+        try {
+            storage.requireAlive();
+            return lease;
+        } catch (RuntimeException e) {
+            lease.close();
+            throw e;
+        }
+    }
+
+    /** {@link #lease()} for a call that writes this tensor. */
+    Storage.Lease leaseForWriting() {
+        requireWritable();
+        return lease();
+    }
+
+    /** Records that work queued on {@code stream} uses this tensor's memory (see {@link CudaStream}). */
+    void usedOn(CudaStream stream) {
+        storage.usedOn(stream);
+    }
+
+    Storage storage() {
+        return storage;
+    }
+
+    void requireWritable() {
+        if (readOnly) throw new IllegalStateException("tensor is read-only (imported as such through DLPack): " + this);
     }
 
     /** Native address of the storage's byte 0. */
@@ -458,9 +850,10 @@ public final class Tensor implements AutoCloseable {
 
     private float[] readAll(CudaStream.Lease stream) {
         long count = numel();
-        if (count > Integer.MAX_VALUE - 8) throw new IllegalStateException("tensor too large for a Java array: " + count);
+        if (count > MAX_ARRAY_LENGTH) throw new IllegalStateException("tensor too large for a Java array: " + count + " elements");
         float[] result = new float[(int) count];
         try (Storage.Lease lease = lease()) {
+            if (count == 0) return result;
             if (device().isCuda()) {
                 try (Tensor staged = stageOnHost(stream)) {
                     staged.readHost(result);
@@ -477,7 +870,8 @@ public final class Tensor implements AutoCloseable {
         if (values.length != numel()) {
             throw new IllegalArgumentException(values.length + " values for a tensor of shape " + Arrays.toString(shape()));
         }
-        try (Storage.Lease lease = lease()) {
+        try (Storage.Lease lease = leaseForWriting()) {
+            if (values.length == 0) return;
             if (device().isCuda()) {
                 requireContiguousDeviceWrite();
                 try (Tensor staged = empty(dtype, Device.CPU, shape())) {
@@ -495,14 +889,21 @@ public final class Tensor implements AutoCloseable {
         if (!Arrays.equals(shape(), source.shape())) {
             throw new IllegalArgumentException("shape " + Arrays.toString(source.shape()) + " cannot be copied into " + Arrays.toString(shape()));
         }
-        if (source.dtype == dtype && source.isContiguous() && isContiguous() && (source.device().isCuda() || device().isCuda())) {
+        if (numel() == 0) {
+            // Nothing to copy, but closed tensors are still refused (a zero-element view's offset may even
+            // lie past the end of its memory, where no copy routine should be pointed).
             try (Storage.Lease a = lease(); Storage.Lease b = source.lease()) {
+                return;
+            }
+        }
+        if (source.dtype == dtype && source.isContiguous() && isContiguous() && (source.device().isCuda() || device().isCuda())) {
+            try (Storage.Lease a = leaseForWriting(); Storage.Lease b = source.lease()) {
                 DeviceCopies.copyBytes(source, this, numel() * dtype.byteSize(), stream.handle());
             }
             return;
         }
         if (source.dtype == dtype && source.isContiguous() && isContiguous()) {
-            try (Storage.Lease a = lease(); Storage.Lease b = source.lease()) {
+            try (Storage.Lease a = leaseForWriting(); Storage.Lease b = source.lease()) {
                 MemorySegment.copy(source.hostSegment(), source.byteOffset(), hostSegment(), byteOffset(), numel() * dtype.byteSize());
             }
             return;
@@ -540,8 +941,22 @@ public final class Tensor implements AutoCloseable {
         }
     }
 
+    /** Fills a contiguous CUDA tensor (under a lease) from a staged host chunk, without a Java array of its size. */
+    private void fillDevice(float value) {
+        long count = numel();
+        if (count == 0) return;
+        long chunk = Math.min(count, FILL_CHUNK_ELEMENTS);
+        try (Tensor staged = full(value, dtype, Device.CPU, chunk)) {
+            for (long start = 0; start < count; start += chunk) {
+                long n = Math.min(chunk, count - start);
+                Tensor part = new Tensor(storage, dtype, new Layout(new long[] {n}, new long[] {1}, layout.offset() + start), false);
+                DeviceCopies.copyBytes(staged, part, n * dtype.byteSize(), MemorySegment.NULL);
+            }
+        }
+    }
+
     private void fillBytes(int value) {
-        try (Storage.Lease lease = lease()) {
+        try (Storage.Lease lease = leaseForWriting()) {
             DeviceCopies.fillBytes(this, value, layout.span() * dtype.byteSize());
         }
     }

@@ -16,7 +16,10 @@ import java.util.Objects;
  * } // everything above is freed here
  * }</pre>
  *
- * Thread-safe. Closing an already-closed tensor is harmless, so tensors may also be closed early.
+ * Thread-safe. Closing an already-closed tensor is harmless, so tensors may also be closed early. Closing
+ * the scope while calls on other threads still use its tensors is safe too: every tensor is closed at once
+ * for new calls, and the memory of those in use is freed when the calls using them return (see
+ * {@link Tensor}, "Threads").
  */
 public final class TensorScope implements AutoCloseable {
 
@@ -78,8 +81,10 @@ public final class TensorScope implements AutoCloseable {
     }
 
     /**
-     * Closes every tracked resource, newest first. Idempotent. If some fail to close, the others are still
-     * closed and the first failure is thrown with the rest suppressed.
+     * Closes every tracked resource, newest first. Idempotent. Tensors never fail to close (those in use
+     * on other threads are freed when their calls return); if other resources fail to close (a stream whose
+     * work reported an error), the rest are still closed and the first failure is thrown with the others
+     * suppressed.
      */
     @Override
     public void close() {

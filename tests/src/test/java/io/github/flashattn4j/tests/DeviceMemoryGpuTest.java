@@ -168,21 +168,35 @@ class DeviceMemoryGpuTest extends GpuTest {
         }
     }
 
+    /**
+     * Device memory comes from the library's pool, which keeps what tensors release for reuse: the pool's
+     * accounting sees an allocation and its release; trimming hands cached memory back to the driver.
+     */
     @Test
-    void memoryInfoSeesAllocations() {
-        Cuda.MemoryInfo before = Cuda.memoryInfo(0);
-        assertTrue(before.totalBytes() > 0 && before.freeBytes() <= before.totalBytes(), before::toString);
+    void poolAccountsForAllocationsAndTrimReturnsMemory() {
         long bytes = 256L << 20;
-        Cuda.MemoryInfo during;
+        Cuda.synchronize(0);
+        Cuda.PoolInfo before = Cuda.poolInfo(0);
+        Cuda.PoolInfo during;
+        Cuda.MemoryInfo driverDuring;
         try (Tensor big = Tensor.empty(DType.FLOAT32, CUDA0, bytes / 4)) {
-            during = Cuda.memoryInfo(0);
+            during = Cuda.poolInfo(0);
+            driverDuring = Cuda.memoryInfo(0);
             assertEquals(bytes / 4, big.numel());
         }
-        Cuda.MemoryInfo after = Cuda.memoryInfo(0);
-        System.out.printf("cuda:0 memory: free %d MiB before, %d MiB with a 256 MiB tensor, %d MiB after close (of %d MiB)%n",
-                before.freeBytes() >> 20, during.freeBytes() >> 20, after.freeBytes() >> 20, before.totalBytes() >> 20);
-        // Other processes may allocate meanwhile; these margins are far below the 256 MiB moved.
-        assertTrue(before.freeBytes() - during.freeBytes() >= (128L << 20), "allocation not visible in free memory");
-        assertTrue(after.freeBytes() - during.freeBytes() >= (128L << 20), "close did not return the memory");
+        Cuda.synchronize(0);  // the release is stream-ordered: it completes with the default stream's work
+        Cuda.PoolInfo after = Cuda.poolInfo(0);
+        Cuda.trimPool(0, 0);
+        Cuda.PoolInfo trimmed = Cuda.poolInfo(0);
+        Cuda.MemoryInfo driverTrimmed = Cuda.memoryInfo(0);
+        System.out.printf("cuda:0 pool: used %d MiB before, %d MiB with a 256 MiB tensor, %d MiB after close; reserved %d MiB,"
+                        + " %d MiB after trim; driver free %d MiB with the tensor, %d MiB after trim%n", before.usedBytes() >> 20,
+                during.usedBytes() >> 20, after.usedBytes() >> 20, after.reservedBytes() >> 20, trimmed.reservedBytes() >> 20,
+                driverDuring.freeBytes() >> 20, driverTrimmed.freeBytes() >> 20);
+        assertTrue(during.usedBytes() - before.usedBytes() >= bytes, "allocation not visible in the pool's use");
+        assertTrue(during.usedBytes() - after.usedBytes() >= bytes, "close did not return the memory to the pool");
+        assertTrue(trimmed.reservedBytes() <= trimmed.usedBytes() + (64L << 20), "trim left the cache in the pool");
+        // Other processes may allocate meanwhile; this margin is far below the 256 MiB given back.
+        assertTrue(driverTrimmed.freeBytes() - driverDuring.freeBytes() >= (128L << 20), "trim did not return memory to the device");
     }
 }

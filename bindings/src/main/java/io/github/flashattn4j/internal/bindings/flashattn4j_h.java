@@ -32,6 +32,24 @@ public class flashattn4j_h extends flashattn4j_h$shared {
     public static int FA4J_ABI_VERSION() {
         return FA4J_ABI_VERSION;
     }
+    private static final int FA4J_DLPACK_MAJOR_VERSION = (int)1L;
+    /**
+     * {@snippet lang=c :
+     * #define FA4J_DLPACK_MAJOR_VERSION 1
+     * }
+     */
+    public static int FA4J_DLPACK_MAJOR_VERSION() {
+        return FA4J_DLPACK_MAJOR_VERSION;
+    }
+    private static final int FA4J_DLPACK_MINOR_VERSION = (int)1L;
+    /**
+     * {@snippet lang=c :
+     * #define FA4J_DLPACK_MINOR_VERSION 1
+     * }
+     */
+    public static int FA4J_DLPACK_MINOR_VERSION() {
+        return FA4J_DLPACK_MINOR_VERSION;
+    }
     private static final int FA4J_OK = (int)0L;
     /**
      * {@snippet lang=c :
@@ -1037,6 +1055,573 @@ public class flashattn4j_h extends flashattn4j_h$shared {
                 traceDowncall("fa4j_cuda_device_synchronize", device);
             }
             return (int)mh$.invokeExact(device);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+    /**
+     * {@snippet lang=c :
+     * typedef struct fa4j_buffer_opaque *fa4j_buffer
+     * }
+     */
+    public static final AddressLayout fa4j_buffer = flashattn4j_h.C_POINTER;
+
+    private static class fa4j_buffer_allocate {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            flashattn4j_h.C_INT,
+            fa4j_device.layout(),
+            flashattn4j_h.C_LONG,
+            flashattn4j_h.C_POINTER,
+            flashattn4j_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("fa4j_buffer_allocate");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_buffer_allocate(fa4j_device device, size_t bytes, fa4j_stream stream, fa4j_buffer *buffer)
+     * }
+     */
+    public static FunctionDescriptor fa4j_buffer_allocate$descriptor() {
+        return fa4j_buffer_allocate.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_buffer_allocate(fa4j_device device, size_t bytes, fa4j_stream stream, fa4j_buffer *buffer)
+     * }
+     */
+    public static MethodHandle fa4j_buffer_allocate$handle() {
+        return fa4j_buffer_allocate.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_buffer_allocate(fa4j_device device, size_t bytes, fa4j_stream stream, fa4j_buffer *buffer)
+     * }
+     */
+    public static MemorySegment fa4j_buffer_allocate$address() {
+        return fa4j_buffer_allocate.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * fa4j_status fa4j_buffer_allocate(fa4j_device device, size_t bytes, fa4j_stream stream, fa4j_buffer *buffer)
+     * }
+     */
+    public static int fa4j_buffer_allocate(MemorySegment device, long bytes, MemorySegment stream, MemorySegment buffer) {
+        var mh$ = fa4j_buffer_allocate.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("fa4j_buffer_allocate", device, bytes, stream, buffer);
+            }
+            return (int)mh$.invokeExact(device, bytes, stream, buffer);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class fa4j_buffer_info {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            flashattn4j_h.C_INT,
+            flashattn4j_h.C_POINTER,
+            flashattn4j_h.C_POINTER,
+            flashattn4j_h.C_POINTER,
+            flashattn4j_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("fa4j_buffer_info");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_buffer_info(fa4j_buffer buffer, void **data, size_t *bytes, fa4j_device *device)
+     * }
+     */
+    public static FunctionDescriptor fa4j_buffer_info$descriptor() {
+        return fa4j_buffer_info.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_buffer_info(fa4j_buffer buffer, void **data, size_t *bytes, fa4j_device *device)
+     * }
+     */
+    public static MethodHandle fa4j_buffer_info$handle() {
+        return fa4j_buffer_info.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_buffer_info(fa4j_buffer buffer, void **data, size_t *bytes, fa4j_device *device)
+     * }
+     */
+    public static MemorySegment fa4j_buffer_info$address() {
+        return fa4j_buffer_info.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * fa4j_status fa4j_buffer_info(fa4j_buffer buffer, void **data, size_t *bytes, fa4j_device *device)
+     * }
+     */
+    public static int fa4j_buffer_info(MemorySegment buffer, MemorySegment data, MemorySegment bytes, MemorySegment device) {
+        var mh$ = fa4j_buffer_info.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("fa4j_buffer_info", buffer, data, bytes, device);
+            }
+            return (int)mh$.invokeExact(buffer, data, bytes, device);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class fa4j_buffer_retain {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            flashattn4j_h.C_INT,
+            flashattn4j_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("fa4j_buffer_retain");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_buffer_retain(fa4j_buffer buffer)
+     * }
+     */
+    public static FunctionDescriptor fa4j_buffer_retain$descriptor() {
+        return fa4j_buffer_retain.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_buffer_retain(fa4j_buffer buffer)
+     * }
+     */
+    public static MethodHandle fa4j_buffer_retain$handle() {
+        return fa4j_buffer_retain.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_buffer_retain(fa4j_buffer buffer)
+     * }
+     */
+    public static MemorySegment fa4j_buffer_retain$address() {
+        return fa4j_buffer_retain.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * fa4j_status fa4j_buffer_retain(fa4j_buffer buffer)
+     * }
+     */
+    public static int fa4j_buffer_retain(MemorySegment buffer) {
+        var mh$ = fa4j_buffer_retain.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("fa4j_buffer_retain", buffer);
+            }
+            return (int)mh$.invokeExact(buffer);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class fa4j_buffer_release {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            flashattn4j_h.C_INT,
+            flashattn4j_h.C_POINTER,
+            flashattn4j_h.C_POINTER,
+            flashattn4j_h.C_INT
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("fa4j_buffer_release");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_buffer_release(fa4j_buffer buffer, const fa4j_stream *streams, int32_t stream_count)
+     * }
+     */
+    public static FunctionDescriptor fa4j_buffer_release$descriptor() {
+        return fa4j_buffer_release.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_buffer_release(fa4j_buffer buffer, const fa4j_stream *streams, int32_t stream_count)
+     * }
+     */
+    public static MethodHandle fa4j_buffer_release$handle() {
+        return fa4j_buffer_release.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_buffer_release(fa4j_buffer buffer, const fa4j_stream *streams, int32_t stream_count)
+     * }
+     */
+    public static MemorySegment fa4j_buffer_release$address() {
+        return fa4j_buffer_release.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * fa4j_status fa4j_buffer_release(fa4j_buffer buffer, const fa4j_stream *streams, int32_t stream_count)
+     * }
+     */
+    public static int fa4j_buffer_release(MemorySegment buffer, MemorySegment streams, int stream_count) {
+        var mh$ = fa4j_buffer_release.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("fa4j_buffer_release", buffer, streams, stream_count);
+            }
+            return (int)mh$.invokeExact(buffer, streams, stream_count);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class fa4j_cuda_pool_get_info {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            flashattn4j_h.C_INT,
+            flashattn4j_h.C_INT,
+            flashattn4j_h.C_POINTER,
+            flashattn4j_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("fa4j_cuda_pool_get_info");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_cuda_pool_get_info(int32_t device, uint64_t *used_bytes, uint64_t *reserved_bytes)
+     * }
+     */
+    public static FunctionDescriptor fa4j_cuda_pool_get_info$descriptor() {
+        return fa4j_cuda_pool_get_info.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_cuda_pool_get_info(int32_t device, uint64_t *used_bytes, uint64_t *reserved_bytes)
+     * }
+     */
+    public static MethodHandle fa4j_cuda_pool_get_info$handle() {
+        return fa4j_cuda_pool_get_info.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_cuda_pool_get_info(int32_t device, uint64_t *used_bytes, uint64_t *reserved_bytes)
+     * }
+     */
+    public static MemorySegment fa4j_cuda_pool_get_info$address() {
+        return fa4j_cuda_pool_get_info.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * fa4j_status fa4j_cuda_pool_get_info(int32_t device, uint64_t *used_bytes, uint64_t *reserved_bytes)
+     * }
+     */
+    public static int fa4j_cuda_pool_get_info(int device, MemorySegment used_bytes, MemorySegment reserved_bytes) {
+        var mh$ = fa4j_cuda_pool_get_info.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("fa4j_cuda_pool_get_info", device, used_bytes, reserved_bytes);
+            }
+            return (int)mh$.invokeExact(device, used_bytes, reserved_bytes);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class fa4j_cuda_pool_trim {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            flashattn4j_h.C_INT,
+            flashattn4j_h.C_INT,
+            flashattn4j_h.C_LONG
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("fa4j_cuda_pool_trim");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_cuda_pool_trim(int32_t device, uint64_t keep_bytes)
+     * }
+     */
+    public static FunctionDescriptor fa4j_cuda_pool_trim$descriptor() {
+        return fa4j_cuda_pool_trim.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_cuda_pool_trim(int32_t device, uint64_t keep_bytes)
+     * }
+     */
+    public static MethodHandle fa4j_cuda_pool_trim$handle() {
+        return fa4j_cuda_pool_trim.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_cuda_pool_trim(int32_t device, uint64_t keep_bytes)
+     * }
+     */
+    public static MemorySegment fa4j_cuda_pool_trim$address() {
+        return fa4j_cuda_pool_trim.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * fa4j_status fa4j_cuda_pool_trim(int32_t device, uint64_t keep_bytes)
+     * }
+     */
+    public static int fa4j_cuda_pool_trim(int device, long keep_bytes) {
+        var mh$ = fa4j_cuda_pool_trim.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("fa4j_cuda_pool_trim", device, keep_bytes);
+            }
+            return (int)mh$.invokeExact(device, keep_bytes);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class fa4j_cuda_stream_wait {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            flashattn4j_h.C_INT,
+            flashattn4j_h.C_INT,
+            flashattn4j_h.C_POINTER,
+            flashattn4j_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("fa4j_cuda_stream_wait");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_cuda_stream_wait(int32_t device, fa4j_stream waiting, fa4j_stream waited)
+     * }
+     */
+    public static FunctionDescriptor fa4j_cuda_stream_wait$descriptor() {
+        return fa4j_cuda_stream_wait.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_cuda_stream_wait(int32_t device, fa4j_stream waiting, fa4j_stream waited)
+     * }
+     */
+    public static MethodHandle fa4j_cuda_stream_wait$handle() {
+        return fa4j_cuda_stream_wait.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_cuda_stream_wait(int32_t device, fa4j_stream waiting, fa4j_stream waited)
+     * }
+     */
+    public static MemorySegment fa4j_cuda_stream_wait$address() {
+        return fa4j_cuda_stream_wait.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * fa4j_status fa4j_cuda_stream_wait(int32_t device, fa4j_stream waiting, fa4j_stream waited)
+     * }
+     */
+    public static int fa4j_cuda_stream_wait(int device, MemorySegment waiting, MemorySegment waited) {
+        var mh$ = fa4j_cuda_stream_wait.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("fa4j_cuda_stream_wait", device, waiting, waited);
+            }
+            return (int)mh$.invokeExact(device, waiting, waited);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class fa4j_dlpack_export {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            flashattn4j_h.C_INT,
+            flashattn4j_h.C_POINTER,
+            flashattn4j_h.C_POINTER,
+            flashattn4j_h.C_INT,
+            flashattn4j_h.C_LONG,
+            flashattn4j_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("fa4j_dlpack_export");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_dlpack_export(fa4j_buffer owner, const fa4j_tensor *tensor, int32_t versioned, uint64_t flags, void **managed)
+     * }
+     */
+    public static FunctionDescriptor fa4j_dlpack_export$descriptor() {
+        return fa4j_dlpack_export.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_dlpack_export(fa4j_buffer owner, const fa4j_tensor *tensor, int32_t versioned, uint64_t flags, void **managed)
+     * }
+     */
+    public static MethodHandle fa4j_dlpack_export$handle() {
+        return fa4j_dlpack_export.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_dlpack_export(fa4j_buffer owner, const fa4j_tensor *tensor, int32_t versioned, uint64_t flags, void **managed)
+     * }
+     */
+    public static MemorySegment fa4j_dlpack_export$address() {
+        return fa4j_dlpack_export.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * fa4j_status fa4j_dlpack_export(fa4j_buffer owner, const fa4j_tensor *tensor, int32_t versioned, uint64_t flags, void **managed)
+     * }
+     */
+    public static int fa4j_dlpack_export(MemorySegment owner, MemorySegment tensor, int versioned, long flags, MemorySegment managed) {
+        var mh$ = fa4j_dlpack_export.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("fa4j_dlpack_export", owner, tensor, versioned, flags, managed);
+            }
+            return (int)mh$.invokeExact(owner, tensor, versioned, flags, managed);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class fa4j_dlpack_import {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            flashattn4j_h.C_INT,
+            flashattn4j_h.C_POINTER,
+            flashattn4j_h.C_INT,
+            flashattn4j_h.C_POINTER,
+            flashattn4j_h.C_POINTER,
+            flashattn4j_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("fa4j_dlpack_import");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_dlpack_import(void *managed, int32_t versioned, const fa4j_tensor **tensor, uint64_t *flags, fa4j_buffer *owner)
+     * }
+     */
+    public static FunctionDescriptor fa4j_dlpack_import$descriptor() {
+        return fa4j_dlpack_import.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_dlpack_import(void *managed, int32_t versioned, const fa4j_tensor **tensor, uint64_t *flags, fa4j_buffer *owner)
+     * }
+     */
+    public static MethodHandle fa4j_dlpack_import$handle() {
+        return fa4j_dlpack_import.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_dlpack_import(void *managed, int32_t versioned, const fa4j_tensor **tensor, uint64_t *flags, fa4j_buffer *owner)
+     * }
+     */
+    public static MemorySegment fa4j_dlpack_import$address() {
+        return fa4j_dlpack_import.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * fa4j_status fa4j_dlpack_import(void *managed, int32_t versioned, const fa4j_tensor **tensor, uint64_t *flags, fa4j_buffer *owner)
+     * }
+     */
+    public static int fa4j_dlpack_import(MemorySegment managed, int versioned, MemorySegment tensor, MemorySegment flags, MemorySegment owner) {
+        var mh$ = fa4j_dlpack_import.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("fa4j_dlpack_import", managed, versioned, tensor, flags, owner);
+            }
+            return (int)mh$.invokeExact(managed, versioned, tensor, flags, owner);
         } catch (Error | RuntimeException ex) {
            throw ex;
         } catch (Throwable ex$) {
