@@ -37,12 +37,45 @@ struct LseTensor {
     int64_t seq_stride;
 };
 
+// What is applied to each score after q·k (fa4j_attention_args in the header): the order is scale, softcap,
+// ALiBi bias, then the window mask. Defaults are "none".
+struct ScoreFeatures {
+    float softcap = 0;  // 0: none; else s = softcap * tanh(s / softcap)
+    // Window around the aligned query position i' = i + seqlen_k - seqlen_q: key j is kept iff
+    // i' - window_left <= j <= i' + window_right; kUnbounded: no bound on that side. Validation folds
+    // `causal` in (window_right = min(window_right, 0)), so backends read the window alone.
+    static constexpr int64_t kUnbounded = -1;
+    int64_t window_left = kUnbounded;
+    int64_t window_right = kUnbounded;
+    // ALiBi: s -= slope * |i' - j| with slope = alibi_slopes[b * alibi_batch_stride + h * alibi_head_stride]
+    // (float32, on the call's device); null: none.
+    const float* alibi_slopes = nullptr;
+    int64_t alibi_batch_stride = 0;
+    int64_t alibi_head_stride = 0;
+
+    bool has_window() const { return window_left != kUnbounded || window_right != kUnbounded; }
+    bool any() const { return softcap != 0 || has_window() || alibi_slopes != nullptr; }
+};
+
+// Variable-length batches (flash_attn_varlen_func): sequence b's query rows are cu_seqlens_q[b] ..
+// cu_seqlens_q[b+1] - 1 of the packed tensors (whose batch stride is then 0), likewise for keys, of which
+// only the first seqused_k[b] are used when seqused_k is given. Pointers are on the call's device; for CPU
+// calls validation has checked the values.
+struct VarlenInfo {
+    const int32_t* cu_seqlens_q = nullptr;  // null: a dense batch
+    const int32_t* cu_seqlens_k = nullptr;
+    const int32_t* seqused_k = nullptr;
+    bool enabled() const { return cu_seqlens_q != nullptr; }
+};
+
 struct AttentionConfig {
-    AttentionShape shape;
+    AttentionShape shape;  // varlen: batch = number of sequences, seqlen_q/k = max_seqlen_q/k
     DType dtype;
     float softmax_scale;
-    bool causal;
+    bool causal;      // also folded into features.window_right
     int num_threads;  // CPU backend; 0 = default
+    ScoreFeatures features;
+    VarlenInfo varlen;
 };
 
 struct ForwardProblem {
