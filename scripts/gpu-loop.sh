@@ -98,16 +98,16 @@ if [ $skip_sanitizer -eq 0 ]; then
   # memcheck on every shape of at most 333 rows; racecheck (shared-memory hazards) and synccheck (barrier
   # misuse) instrument every shared-memory access and barrier, so they get shapes of at most 130 rows: up to
   # three key tiles, enough for the hazards between one loop iteration and the next, and ragged edges.
-  sanitize() {  # sanitize TOOL DRIVER LABEL [ENV=VALUE...]
+  sanitize() {  # sanitize TOOL DRIVER LABEL [DRIVER ARGUMENTS...]
     local tool=$1 driver=$2 label=$3; shift 3
     local size=(--max-rows 130)
     [ "$tool" = memcheck ] && size=(--small)
     step "$tool $label" "$tool-$label.log" \
-      env "$@" compute-sanitizer --tool "$tool" --error-exitcode 1 "$work/build/$driver" "${size[@]}"
+      compute-sanitizer --tool "$tool" --error-exitcode 1 "$work/build/$driver" "${size[@]}" "$@"
   }
   for tool in $sanitizers; do
     sanitize "$tool" cuda_attention_forward_test forward
-    sanitize "$tool" cuda_attention_forward_test forward-fa2 FA4J_CUDA_FORWARD=fa2
+    sanitize "$tool" cuda_attention_forward_test forward-sm80 --kernel sm80
     sanitize "$tool" cuda_attention_backward_test backward
   done
 fi

@@ -32,7 +32,7 @@ extern "C" {
 
 /* The ABI version this header describes. The library reports its own through fa4j_get_version();
  * a caller compiled against a different FA4J_ABI_VERSION must refuse to use the library. */
-#define FA4J_ABI_VERSION 1
+#define FA4J_ABI_VERSION 2
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Status                                                                                          */
@@ -318,6 +318,96 @@ FA4J_API fa4j_status fa4j_attention_backward(const fa4j_attention_params* params
                                              const fa4j_tensor* out, const fa4j_tensor* lse,
                                              const fa4j_tensor* dq, const fa4j_tensor* dk, const fa4j_tensor* dv,
                                              fa4j_stream stream);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Attention with every feature: one arguments struct                                             */
+/* ---------------------------------------------------------------------------------------------- */
+
+/* Which kernels run a call. AUTO picks the best the device and the call allow; the others force a
+ * family, for tests and comparisons (e.g. the sm_80 kernels on a Hopper GPU). A family that cannot run
+ * the call is refused with FA4J_ERROR_UNSUPPORTED and a message saying why. */
+typedef enum fa4j_kernel_family {
+    FA4J_KERNEL_AUTO = 0,
+    FA4J_KERNEL_CPU = 1,   /* the CPU backend: CPU tensors */
+    FA4J_KERNEL_SM80 = 2,  /* FlashAttention-2 style kernels on mma.sync: CUDA tensors, any GPU from sm_80 */
+    FA4J_KERNEL_SM90 = 3   /* Hopper kernels on TMA + wgmma: CUDA tensors on sm_90 */
+} fa4j_kernel_family;
+
+typedef enum fa4j_attention_direction {
+    FA4J_ATTENTION_FORWARD = 0,
+    FA4J_ATTENTION_BACKWARD = 1
+} fa4j_attention_direction;
+
+/* window_left / window_right value meaning "no bound on that side". */
+#define FA4J_WINDOW_UNBOUNDED (-1)
+
+/*
+ * Everything one attention call needs. New features are new fields at the end: callers set struct_size
+ * to sizeof(fa4j_attention_args) as they know it, and fields past it read as zero (the defaults below).
+ * Zero-initialise the struct, then set what you use.
+ *
+ * Tensors (NULL where the direction does not use them):
+ *   forward:  q, k, v in; out, lse out.
+ *   backward: dout, q, k, v, out, lse in; dq, dk, dv out (overwritten).
+ * Dense layouts are those of fa4j_attention_forward. Variable-length ("varlen") batches, as
+ * flash_attn_varlen_func: set cu_seqlens_q and cu_seqlens_k (int32 [batch + 1], non-decreasing, from 0:
+ * sequence b's tokens are rows cu_seqlens[b] .. cu_seqlens[b+1] - 1) and pass q, out, dout, dq as
+ * [total_q, heads_q, head_dim], k, v, dk, dv as [total_k, heads_kv, head_dim] and lse as float32
+ * [heads_q, total_q]. seqused_k (optional, int32 [batch]) limits sequence b to its first seqused_k[b]
+ * keys. max_seqlen_q / max_seqlen_k bound the sequence lengths (0: derive them, which needs the lengths on
+ * the host). Causal masks and windows are aligned bottom-right per sequence.
+ *
+ * Score of query i and key j, in this order (flash-attn's reference semantics), with i' = i + Nk - Nq the
+ * query's position aligned to the keys' end (Nq, Nk: the lengths of its sequence):
+ *   s = softmax_scale · q_i·k_j
+ *   s = softcap · tanh(s / softcap)                 if softcap > 0
+ *   s = s - alibi_slope(head) · |i' - j|            if alibi_slopes is given (float32 [heads_q] or
+ *                                                   [batch, heads_q])
+ *   masked (excluded) unless i' - window_left <= j <= i' + window_right; causal sets window_right = 0;
+ *   a bound of FA4J_WINDOW_UNBOUNDED (-1) is no bound.
+ * A query row that may attend no key gets out = 0, lse = -infinity and zero gradients.
+ *
+ * The capability query fa4j_attention_support answers, without running anything, whether a call is
+ * supported by the kernels it would run on, and if not why: the same message fa4j_attention would fail
+ * with.
+ */
+typedef struct fa4j_attention_args {
+    size_t struct_size;
+    int32_t direction;     /* fa4j_attention_direction */
+    int32_t kernel_family; /* fa4j_kernel_family; 0 = AUTO */
+    const fa4j_tensor* q;
+    const fa4j_tensor* k;
+    const fa4j_tensor* v;
+    const fa4j_tensor* out;
+    const fa4j_tensor* lse;
+    const fa4j_tensor* dout;
+    const fa4j_tensor* dq;
+    const fa4j_tensor* dk;
+    const fa4j_tensor* dv;
+    const fa4j_tensor* cu_seqlens_q;
+    const fa4j_tensor* cu_seqlens_k;
+    const fa4j_tensor* seqused_k;
+    const fa4j_tensor* alibi_slopes;
+    int64_t max_seqlen_q;
+    int64_t max_seqlen_k;
+    float softmax_scale;   /* must be finite, within the representable range (see above) */
+    float softcap;         /* 0: none */
+    int32_t causal;        /* non-zero: causal (window_right = 0) */
+    int32_t window_left;   /* keys before the aligned query position; -1 (or any negative): unbounded */
+    int32_t window_right;  /* keys after it; -1 (or any negative): unbounded */
+    int32_t num_threads;   /* CPU backend worker threads; 0 = default */
+} fa4j_attention_args;
+
+/* Runs the call `args` describes: queued on `stream` on CUDA, finished on return on the CPU. */
+FA4J_API fa4j_status fa4j_attention(const fa4j_attention_args* args, fa4j_stream stream);
+
+/* Whether fa4j_attention(args) would be accepted: *supported = 1, or 0 with the reason copied into
+ * `reason` (NUL-terminated, truncated to reason_capacity; reason may be NULL when reason_capacity is 0).
+ * Validates exactly as fa4j_attention does (arguments, shapes, devices, features, kernel family) but
+ * launches nothing and reads no tensor data except host-side sequence lengths. Returns FA4J_OK whenever
+ * it could answer, also for an unsupported call. */
+FA4J_API fa4j_status fa4j_attention_support(const fa4j_attention_args* args, int32_t* supported, char* reason,
+                                            size_t reason_capacity);
 
 #ifdef __cplusplus
 }

@@ -38,6 +38,10 @@
 
 namespace {
 
+// The kernel family of --kernel: AUTO runs through fa4j_attention_forward, the others through
+// fa4j_attention with the family forced.
+int g_kernel_family = FA4J_KERNEL_AUTO;
+
 using namespace fa4j_test;
 
 struct ForwardTensors {
@@ -100,8 +104,22 @@ Outcome run_case(const Case& c, uint32_t seed, bool may_refuse = false) {
     ScopedStream stream;
     if (!stream.open(o, c.own_stream)) return o;
     const auto run_on_device = [&]() {
-        return fa4j_attention_forward(&params, t.q.cuda_tensor(), t.k.cuda_tensor(), t.v.cuda_tensor(),
-                                      t.out.cuda_tensor(), t.lse.cuda_tensor(), stream.get());
+        if (g_kernel_family == FA4J_KERNEL_AUTO)
+            return fa4j_attention_forward(&params, t.q.cuda_tensor(), t.k.cuda_tensor(), t.v.cuda_tensor(),
+                                          t.out.cuda_tensor(), t.lse.cuda_tensor(), stream.get());
+        fa4j_attention_args args{};
+        args.struct_size = sizeof args;
+        args.direction = FA4J_ATTENTION_FORWARD;
+        args.kernel_family = g_kernel_family;
+        args.q = t.q.cuda_tensor();
+        args.k = t.k.cuda_tensor();
+        args.v = t.v.cuda_tensor();
+        args.out = t.out.cuda_tensor();
+        args.lse = t.lse.cuda_tensor();
+        args.softmax_scale = params.softmax_scale;
+        args.causal = params.causal;
+        args.window_left = args.window_right = FA4J_WINDOW_UNBOUNDED;
+        return fa4j_attention(&args, stream.get());
     };
     const fa4j_status status = run_on_device();
     if (may_refuse && status == FA4J_ERROR_UNSUPPORTED) {
@@ -224,6 +242,7 @@ void run_refusals(Tally& tally, bool small) {
 
 int main(int argc, char** argv) {
     const TestOptions options = parse_test_options(argc, argv);
+    g_kernel_family = options.kernel_family;
     const std::string unavailable = cuda_unavailable_reason();
     if (!unavailable.empty()) return report_skipped(unavailable);
     const auto start = std::chrono::steady_clock::now();

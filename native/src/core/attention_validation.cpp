@@ -3,6 +3,8 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdio>
+#include <cstring>
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -12,23 +14,6 @@
 
 namespace fa4j {
 namespace {
-
-// The prefix of fa4j_attention_params every caller must provide; later fields are optional.
-constexpr size_t kMinParamsSize = offsetof(fa4j_attention_params, num_threads) + sizeof(int32_t);
-
-AttentionConfig read_params(const fa4j_attention_params* params) {
-    require(params != nullptr, "params is null");
-    require(params->struct_size >= kMinParamsSize,
-            "params->struct_size is " + std::to_string(params->struct_size) + ", at least " +
-                std::to_string(kMinParamsSize) + " expected (set it to sizeof(fa4j_attention_params))");
-    require(std::isfinite(params->softmax_scale), "softmax_scale must be finite");
-    require(params->num_threads >= 0, "num_threads must be >= 0");
-    AttentionConfig config{};
-    config.softmax_scale = params->softmax_scale;
-    config.causal = params->causal != 0;
-    config.num_threads = params->num_threads;
-    return config;
-}
 
 std::string describe(const char* name, const fa4j_tensor& t) { return std::string(name) + " " + shape_string(t); }
 
@@ -45,13 +30,20 @@ void require_shape(const fa4j_tensor& t, const char* name, std::initializer_list
     }
 }
 
-SeqTensor seq_tensor(const fa4j_tensor& t, const char* name) {
-    require(t.shape[3] <= 1 || t.strides[3] == 1, describe(name, t) + ": head_dim must be contiguous (stride 1)");
+// Dense tensors are [batch, seq, heads, head_dim]; varlen ones [tokens, heads, head_dim] with the batch
+// given by cu_seqlens (batch stride 0 in the problem: rows are addressed by token index).
+SeqTensor seq_tensor(const fa4j_tensor& t, const char* name, bool varlen) {
+    const int d = varlen ? 2 : 3;
+    require(t.shape[d] <= 1 || t.strides[d] == 1, describe(name, t) + ": head_dim must be contiguous (stride 1)");
+    if (varlen) return SeqTensor{first_element(t), 0, t.strides[0], t.strides[1]};
     return SeqTensor{first_element(t), t.strides[0], t.strides[1], t.strides[2]};
 }
 
-LseTensor lse_tensor(const fa4j_tensor& t) {
-    return LseTensor{reinterpret_cast<float*>(first_element(t)), t.strides[0], t.strides[1], t.strides[2]};
+// Dense lse is [batch, heads, seq]; varlen lse is [heads, total_q].
+LseTensor lse_tensor(const fa4j_tensor& t, bool varlen) {
+    auto* data = reinterpret_cast<float*>(first_element(t));
+    if (varlen) return LseTensor{data, 0, t.strides[0], t.strides[1]};
+    return LseTensor{data, t.strides[0], t.strides[1], t.strides[2]};
 }
 
 // Shape, dtype and device shared by every call; q, k, v give the problem, everything else must agree.
@@ -59,15 +51,31 @@ struct Common {
     AttentionShape shape;
     DType dtype;
     fa4j_device device;
+    bool varlen;
+    int64_t total_q, total_k;  // varlen: rows of the packed tensors
 };
 
-Common check_qkv(const fa4j_tensor* q, const fa4j_tensor* k, const fa4j_tensor* v) {
-    const DType dtype = check_descriptor(q, "q", 4);
-    require(check_descriptor(k, "k", 4) == dtype, "k must have the dtype of q (" + std::string(dtype_name(dtype)) + ")");
-    require(check_descriptor(v, "v", 4) == dtype, "v must have the dtype of q (" + std::string(dtype_name(dtype)) + ")");
-    AttentionShape s{q->shape[0], q->shape[1], k->shape[1], q->shape[2], k->shape[2], q->shape[3]};
-    require_shape(*k, "k", {s.batch, k->shape[1], k->shape[2], s.head_dim});
-    require_shape(*v, "v", {s.batch, s.seqlen_k, s.heads_kv, s.head_dim});
+Common check_qkv(const fa4j_tensor* q, const fa4j_tensor* k, const fa4j_tensor* v, bool varlen) {
+    const int rank = varlen ? 3 : 4;
+    const DType dtype = check_descriptor(q, "q", rank);
+    require(check_descriptor(k, "k", rank) == dtype, "k must have the dtype of q (" + std::string(dtype_name(dtype)) + ")");
+    require(check_descriptor(v, "v", rank) == dtype, "v must have the dtype of q (" + std::string(dtype_name(dtype)) + ")");
+    Common c{};
+    c.dtype = dtype;
+    c.device = q->device;
+    c.varlen = varlen;
+    AttentionShape& s = c.shape;
+    if (varlen) {
+        c.total_q = q->shape[0];
+        c.total_k = k->shape[0];
+        s = AttentionShape{0, 0, 0, q->shape[1], k->shape[1], q->shape[2]};
+        require_shape(*k, "k", {c.total_k, s.heads_kv, s.head_dim});
+        require_shape(*v, "v", {c.total_k, s.heads_kv, s.head_dim});
+    } else {
+        s = AttentionShape{q->shape[0], q->shape[1], k->shape[1], q->shape[2], k->shape[2], q->shape[3]};
+        require_shape(*k, "k", {s.batch, k->shape[1], k->shape[2], s.head_dim});
+        require_shape(*v, "v", {s.batch, s.seqlen_k, s.heads_kv, s.head_dim});
+    }
     require(s.heads_q >= 1 && s.heads_kv >= 1, "the number of heads of q, k and v must be at least 1");
     require(s.heads_q % s.heads_kv == 0, "heads of q (" + std::to_string(s.heads_q) +
                                              ") must be a multiple of heads of k and v (" + std::to_string(s.heads_kv) + ")");
@@ -75,7 +83,7 @@ Common check_qkv(const fa4j_tensor* q, const fa4j_tensor* k, const fa4j_tensor* 
         fail(FA4J_ERROR_UNSUPPORTED, "head_dim " + std::to_string(s.head_dim) + " is not supported: it must be a multiple of " +
                                          std::to_string(kHeadDimMultiple) + " between " + std::to_string(kHeadDimMultiple) +
                                          " and " + std::to_string(kMaxHeadDim));
-    return Common{s, dtype, q->device};
+    return c;
 }
 
 // Refuses a scale whose scaled scores could leave float32 for inputs in the documented range
@@ -98,17 +106,23 @@ void require_same_device(const Common& c, const fa4j_tensor& t, const char* name
 }
 
 void check_seq_like(const Common& c, const fa4j_tensor* t, const char* name, bool keys) {
-    const DType dtype = check_descriptor(t, name, 4);
+    const DType dtype = check_descriptor(t, name, c.varlen ? 3 : 4);
     require(dtype == c.dtype, std::string(name) + " must have the dtype of q (" + dtype_name(c.dtype) + ")");
     const AttentionShape& s = c.shape;
-    if (keys) require_shape(*t, name, {s.batch, s.seqlen_k, s.heads_kv, s.head_dim});
-    else require_shape(*t, name, {s.batch, s.seqlen_q, s.heads_q, s.head_dim});
+    if (c.varlen) {
+        if (keys) require_shape(*t, name, {c.total_k, s.heads_kv, s.head_dim});
+        else require_shape(*t, name, {c.total_q, s.heads_q, s.head_dim});
+    } else {
+        if (keys) require_shape(*t, name, {s.batch, s.seqlen_k, s.heads_kv, s.head_dim});
+        else require_shape(*t, name, {s.batch, s.seqlen_q, s.heads_q, s.head_dim});
+    }
     require_same_device(c, *t, name);
 }
 
 void check_lse(const Common& c, const fa4j_tensor* lse) {
-    require(check_descriptor(lse, "lse", 3) == DType::F32, "lse must be float32");
-    require_shape(*lse, "lse", {c.shape.batch, c.shape.heads_q, c.shape.seqlen_q});
+    require(check_descriptor(lse, "lse", c.varlen ? 2 : 3) == DType::F32, "lse must be float32");
+    if (c.varlen) require_shape(*lse, "lse", {c.shape.heads_q, c.total_q});
+    else require_shape(*lse, "lse", {c.shape.batch, c.shape.heads_q, c.shape.seqlen_q});
     require_same_device(c, *lse, "lse");
 }
 
@@ -117,53 +131,221 @@ void check_qkv_devices(const Common& c, const fa4j_tensor* k, const fa4j_tensor*
     require_same_device(c, *v, "v");
 }
 
-}  // namespace
 
-ValidatedForward validate_forward(const fa4j_attention_params* params, const fa4j_tensor* q, const fa4j_tensor* k,
-                                  const fa4j_tensor* v, const fa4j_tensor* out, const fa4j_tensor* lse) {
-    AttentionConfig config = read_params(params);
-    const Common c = check_qkv(q, k, v);
-    check_softmax_scale(config.softmax_scale, c.shape.head_dim);
-    check_qkv_devices(c, k, v);
-    check_seq_like(c, out, "out", false);
-    check_lse(c, lse);
-    check_not_self_overlapping(*out, "out");
-    check_not_self_overlapping(*lse, "lse");
-    check_outputs_disjoint({{out, "out"}, {lse, "lse"}}, {{q, "q"}, {k, "k"}, {v, "v"}});
-
-    config.shape = c.shape;
-    config.dtype = c.dtype;
-    ForwardProblem p{config, seq_tensor(*q, "q"), seq_tensor(*k, "k"), seq_tensor(*v, "v"), seq_tensor(*out, "out"),
-                     lse_tensor(*lse)};
-    return ValidatedForward{p, c.device};
+// An int32 vector of sequence lengths or offsets: its descriptor, device and length.
+const int32_t* int32_vector(const Common& c, const fa4j_tensor* t, const char* name, int64_t length) {
+    require(t->ndim == 1 && t->shape != nullptr && t->strides != nullptr,
+            std::string(name) + " must be a 1-d int32 tensor with shape and strides");
+    require(t->dtype.code == FA4J_DTYPE_CODE_INT && t->dtype.bits == 32 && t->dtype.lanes == 1, std::string(name) + " must be int32");
+    require(t->shape[0] == length, describe(name, *t) + " must have " + std::to_string(length) + " elements");
+    require(length <= 1 || t->strides[0] == 1, std::string(name) + " must be contiguous");
+    require(t->data != nullptr || length == 0, std::string(name) + " has no data");
+    require(reinterpret_cast<uintptr_t>(t->data) % alignof(int32_t) == 0 && t->byte_offset % alignof(int32_t) == 0,
+            std::string(name) + " is not 4-byte aligned");
+    require_same_device(c, *t, name);
+    return reinterpret_cast<const int32_t*>(first_element(*t));
 }
 
-ValidatedBackward validate_backward(const fa4j_attention_params* params, const fa4j_tensor* dout, const fa4j_tensor* q,
-                                    const fa4j_tensor* k, const fa4j_tensor* v, const fa4j_tensor* out,
-                                    const fa4j_tensor* lse, const fa4j_tensor* dq, const fa4j_tensor* dk,
-                                    const fa4j_tensor* dv) {
-    AttentionConfig config = read_params(params);
-    const Common c = check_qkv(q, k, v);
-    check_softmax_scale(config.softmax_scale, c.shape.head_dim);
-    check_qkv_devices(c, k, v);
-    check_seq_like(c, dout, "dout", false);
-    check_seq_like(c, out, "out", false);
-    check_lse(c, lse);
-    check_seq_like(c, dq, "dq", false);
-    check_seq_like(c, dk, "dk", true);
-    check_seq_like(c, dv, "dv", true);
-    check_not_self_overlapping(*dq, "dq");
-    check_not_self_overlapping(*dk, "dk");
-    check_not_self_overlapping(*dv, "dv");
-    check_outputs_disjoint({{dq, "dq"}, {dk, "dk"}, {dv, "dv"}},
-                           {{dout, "dout"}, {q, "q"}, {k, "k"}, {v, "v"}, {out, "out"}, {lse, "lse"}});
+// Checks the varlen metadata and fills the shape's batch and maximum lengths. On the CPU the values are
+// read and checked here; on a device they cannot be read without a synchronisation, so the maximum
+// lengths must be given and the kernels must clamp whatever the vectors say.
+void check_varlen(const fa4j_attention_args& a, Common& c, AttentionConfig& config) {
+    require(a.cu_seqlens_q != nullptr && a.cu_seqlens_k != nullptr,
+            "cu_seqlens_q and cu_seqlens_k are given together (varlen) or not at all");
+    require(a.cu_seqlens_q->ndim == 1 && a.cu_seqlens_q->shape != nullptr && a.cu_seqlens_q->shape[0] >= 1,
+            "cu_seqlens_q must be a 1-d int32 tensor of batch + 1 >= 1 elements");
+    const int64_t batch = a.cu_seqlens_q->shape[0] - 1;
+    VarlenInfo& v = config.varlen;
+    v.cu_seqlens_q = int32_vector(c, a.cu_seqlens_q, "cu_seqlens_q", batch + 1);
+    v.cu_seqlens_k = int32_vector(c, a.cu_seqlens_k, "cu_seqlens_k", batch + 1);
+    if (a.seqused_k != nullptr) v.seqused_k = int32_vector(c, a.seqused_k, "seqused_k", batch);
+    require(a.max_seqlen_q >= 0 && a.max_seqlen_k >= 0, "max_seqlen_q and max_seqlen_k must be >= 0");
+    c.shape.batch = batch;
+    c.shape.seqlen_q = a.max_seqlen_q;
+    c.shape.seqlen_k = a.max_seqlen_k;
+    if (c.device.device_type != FA4J_DEVICE_CPU) {
+        require(a.max_seqlen_q > 0 || c.total_q == 0, "max_seqlen_q must be given for device tensors (their lengths are not read on the host)");
+        require(a.max_seqlen_k > 0 || c.total_k == 0, "max_seqlen_k must be given for device tensors (their lengths are not read on the host)");
+        return;
+    }
+    int64_t longest_q = 0, longest_k = 0;
+    auto check_offsets = [&](const int32_t* cu, int64_t total, const char* name, int64_t& longest) {
+        require(cu[0] == 0, std::string(name) + "[0] must be 0, is " + std::to_string(cu[0]));
+        for (int64_t b = 0; b < batch; b++) {
+            require(cu[b + 1] >= cu[b], std::string(name) + " must be non-decreasing: [" + std::to_string(b) + "] = " +
+                                            std::to_string(cu[b]) + " > [" + std::to_string(b + 1) + "] = " + std::to_string(cu[b + 1]));
+            longest = std::max<int64_t>(longest, cu[b + 1] - cu[b]);
+        }
+        require(cu[batch] <= total, std::string(name) + "[batch] = " + std::to_string(cu[batch]) + " exceeds the " +
+                                        std::to_string(total) + " packed rows");
+    };
+    check_offsets(v.cu_seqlens_q, c.total_q, "cu_seqlens_q", longest_q);
+    check_offsets(v.cu_seqlens_k, c.total_k, "cu_seqlens_k", longest_k);
+    if (v.seqused_k != nullptr) {
+        for (int64_t b = 0; b < batch; b++) {
+            const int64_t length = v.cu_seqlens_k[b + 1] - v.cu_seqlens_k[b];
+            require(v.seqused_k[b] >= 0 && v.seqused_k[b] <= length,
+                    "seqused_k[" + std::to_string(b) + "] = " + std::to_string(v.seqused_k[b]) + " is outside 0.." + std::to_string(length));
+        }
+    }
+    require(a.max_seqlen_q == 0 || a.max_seqlen_q >= longest_q,
+            "max_seqlen_q " + std::to_string(a.max_seqlen_q) + " is below the longest query sequence (" + std::to_string(longest_q) + ")");
+    require(a.max_seqlen_k == 0 || a.max_seqlen_k >= longest_k,
+            "max_seqlen_k " + std::to_string(a.max_seqlen_k) + " is below the longest key sequence (" + std::to_string(longest_k) + ")");
+    c.shape.seqlen_q = a.max_seqlen_q > 0 ? a.max_seqlen_q : longest_q;
+    c.shape.seqlen_k = a.max_seqlen_k > 0 ? a.max_seqlen_k : longest_k;
+}
 
+void check_features(const fa4j_attention_args& a, const Common& c, AttentionConfig& config) {
+    ScoreFeatures& f = config.features;
+    require(std::isfinite(a.softcap) && a.softcap >= 0, "softcap must be finite and >= 0 (0: none)");
+    f.softcap = a.softcap;
+    f.window_left = a.window_left < 0 ? ScoreFeatures::kUnbounded : a.window_left;
+    f.window_right = a.window_right < 0 ? ScoreFeatures::kUnbounded : a.window_right;
+    if (config.causal) f.window_right = f.window_right == ScoreFeatures::kUnbounded ? 0 : std::min<int64_t>(f.window_right, 0);
+    if (a.alibi_slopes != nullptr) {
+        const fa4j_tensor& t = *a.alibi_slopes;
+        require(t.ndim == 1 || t.ndim == 2, "alibi_slopes must be float32 [heads_q] or [batch, heads_q]");
+        require(check_descriptor(&t, "alibi_slopes", t.ndim) == DType::F32, "alibi_slopes must be float32");
+        require_same_device(c, t, "alibi_slopes");
+        if (t.ndim == 1) {
+            require_shape(t, "alibi_slopes", {c.shape.heads_q});
+            f.alibi_head_stride = t.strides[0];
+        } else {
+            require_shape(t, "alibi_slopes", {c.shape.batch, c.shape.heads_q});
+            f.alibi_batch_stride = t.strides[0];
+            f.alibi_head_stride = t.strides[1];
+        }
+        f.alibi_slopes = reinterpret_cast<const float*>(first_element(t));
+    }
+}
+
+// The prefix of fa4j_attention_args every caller must provide; later fields read as zero.
+constexpr size_t kMinArgsSize = offsetof(fa4j_attention_args, num_threads) + sizeof(int32_t);
+
+// A copy of the caller's struct as this library knows it: fields past the caller's struct_size are zero.
+fa4j_attention_args read_args(const fa4j_attention_args* args) {
+    require(args != nullptr, "args is null");
+    require(args->struct_size >= kMinArgsSize,
+            "args->struct_size is " + std::to_string(args->struct_size) + ", at least " + std::to_string(kMinArgsSize) +
+                " expected (set it to sizeof(fa4j_attention_args))");
+    fa4j_attention_args a{};
+    std::memcpy(&a, args, std::min(args->struct_size, sizeof a));
+    return a;
+}
+
+}  // namespace
+
+ValidatedCall validate(const fa4j_attention_args* args) {
+    const fa4j_attention_args a = read_args(args);
+    require(a.direction == FA4J_ATTENTION_FORWARD || a.direction == FA4J_ATTENTION_BACKWARD,
+            "direction must be FA4J_ATTENTION_FORWARD (0) or FA4J_ATTENTION_BACKWARD (1), got " + std::to_string(a.direction));
+    require(a.kernel_family >= FA4J_KERNEL_AUTO && a.kernel_family <= FA4J_KERNEL_SM90,
+            "kernel_family must be an fa4j_kernel_family value (0..3), got " + std::to_string(a.kernel_family));
+    require(std::isfinite(a.softmax_scale), "softmax_scale must be finite");
+    require(a.num_threads >= 0, "num_threads must be >= 0");
+    const bool forward = a.direction == FA4J_ATTENTION_FORWARD;
+    const bool varlen = a.cu_seqlens_q != nullptr || a.cu_seqlens_k != nullptr;
+    require(varlen || a.seqused_k == nullptr, "seqused_k needs cu_seqlens_q and cu_seqlens_k (varlen)");
+    AttentionConfig config{};
+    config.softmax_scale = a.softmax_scale;
+    config.causal = a.causal != 0;
+    config.num_threads = a.num_threads;
+
+    Common c = check_qkv(a.q, a.k, a.v, varlen);
+    check_softmax_scale(config.softmax_scale, c.shape.head_dim);
+    check_qkv_devices(c, a.k, a.v);
+    if (varlen) check_varlen(a, c, config);
+    check_features(a, c, config);
     config.shape = c.shape;
     config.dtype = c.dtype;
-    BackwardProblem p{config,           seq_tensor(*dout, "dout"), seq_tensor(*q, "q"),   seq_tensor(*k, "k"),
-                      seq_tensor(*v, "v"), seq_tensor(*out, "out"), lse_tensor(*lse),       seq_tensor(*dq, "dq"),
-                      seq_tensor(*dk, "dk"), seq_tensor(*dv, "dv")};
-    return ValidatedBackward{p, c.device};
+    const auto family = static_cast<fa4j_kernel_family>(a.kernel_family);
+
+    ValidatedCall call{};
+    call.direction = static_cast<fa4j_attention_direction>(a.direction);
+    if (forward) {
+        check_seq_like(c, a.out, "out", false);
+        check_lse(c, a.lse);
+        check_not_self_overlapping(*a.out, "out");
+        check_not_self_overlapping(*a.lse, "lse");
+        check_outputs_disjoint({{a.out, "out"}, {a.lse, "lse"}}, {{a.q, "q"}, {a.k, "k"}, {a.v, "v"}});
+        ForwardProblem p{config, seq_tensor(*a.q, "q", varlen), seq_tensor(*a.k, "k", varlen), seq_tensor(*a.v, "v", varlen),
+                         seq_tensor(*a.out, "out", varlen), lse_tensor(*a.lse, varlen)};
+        call.forward = ValidatedForward{p, c.device, family};
+        return call;
+    }
+    check_seq_like(c, a.dout, "dout", false);
+    check_seq_like(c, a.out, "out", false);
+    check_lse(c, a.lse);
+    check_seq_like(c, a.dq, "dq", false);
+    check_seq_like(c, a.dk, "dk", true);
+    check_seq_like(c, a.dv, "dv", true);
+    check_not_self_overlapping(*a.dq, "dq");
+    check_not_self_overlapping(*a.dk, "dk");
+    check_not_self_overlapping(*a.dv, "dv");
+    std::vector<NamedTensor> inputs{{a.dout, "dout"}, {a.q, "q"}, {a.k, "k"}, {a.v, "v"}, {a.out, "out"}, {a.lse, "lse"}};
+    check_outputs_disjoint({{a.dq, "dq"}, {a.dk, "dk"}, {a.dv, "dv"}}, inputs);
+    BackwardProblem p{config,
+                      seq_tensor(*a.dout, "dout", varlen),
+                      seq_tensor(*a.q, "q", varlen),
+                      seq_tensor(*a.k, "k", varlen),
+                      seq_tensor(*a.v, "v", varlen),
+                      seq_tensor(*a.out, "out", varlen),
+                      lse_tensor(*a.lse, varlen),
+                      seq_tensor(*a.dq, "dq", varlen),
+                      seq_tensor(*a.dk, "dk", varlen),
+                      seq_tensor(*a.dv, "dv", varlen)};
+    call.backward = ValidatedBackward{p, c.device, family};
+    return call;
+}
+
+namespace {
+// The prefix of fa4j_attention_params every caller must provide; later fields are optional.
+constexpr size_t kMinParamsSize = offsetof(fa4j_attention_params, num_threads) + sizeof(int32_t);
+
+fa4j_attention_args args_from(const fa4j_attention_params* params, fa4j_attention_direction direction) {
+    require(params != nullptr, "params is null");
+    require(params->struct_size >= kMinParamsSize,
+            "params->struct_size is " + std::to_string(params->struct_size) + ", at least " +
+                std::to_string(kMinParamsSize) + " expected (set it to sizeof(fa4j_attention_params))");
+    fa4j_attention_args a{};
+    a.struct_size = sizeof a;
+    a.direction = direction;
+    a.softmax_scale = params->softmax_scale;
+    a.causal = params->causal;
+    a.num_threads = params->num_threads;
+    a.window_left = FA4J_WINDOW_UNBOUNDED;
+    a.window_right = FA4J_WINDOW_UNBOUNDED;
+    return a;
+}
+}  // namespace
+
+fa4j_attention_args forward_args(const fa4j_attention_params* params, const fa4j_tensor* q, const fa4j_tensor* k,
+                                 const fa4j_tensor* v, const fa4j_tensor* out, const fa4j_tensor* lse) {
+    fa4j_attention_args a = args_from(params, FA4J_ATTENTION_FORWARD);
+    a.q = q;
+    a.k = k;
+    a.v = v;
+    a.out = out;
+    a.lse = lse;
+    return a;
+}
+
+fa4j_attention_args backward_args(const fa4j_attention_params* params, const fa4j_tensor* dout, const fa4j_tensor* q,
+                                  const fa4j_tensor* k, const fa4j_tensor* v, const fa4j_tensor* out,
+                                  const fa4j_tensor* lse, const fa4j_tensor* dq, const fa4j_tensor* dk,
+                                  const fa4j_tensor* dv) {
+    fa4j_attention_args a = args_from(params, FA4J_ATTENTION_BACKWARD);
+    a.dout = dout;
+    a.q = q;
+    a.k = k;
+    a.v = v;
+    a.out = out;
+    a.lse = lse;
+    a.dq = dq;
+    a.dk = dk;
+    a.dv = dv;
+    return a;
 }
 
 }  // namespace fa4j

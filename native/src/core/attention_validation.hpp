@@ -1,5 +1,6 @@
-// Turns the raw arguments of fa4j_attention_forward/backward into a validated problem, or throws an
-// fa4j::Error saying exactly which argument is wrong and why.
+// Turns the raw arguments of an attention call into a validated problem, or throws an fa4j::Error saying
+// exactly which argument is wrong and why. One path for every entry point: fa4j_attention's arguments
+// struct, and the older fa4j_attention_forward/backward, which are expressed as one.
 #pragma once
 
 #include "core/attention_problem.hpp"
@@ -10,22 +11,32 @@ namespace fa4j {
 struct ValidatedForward {
     ForwardProblem problem;
     fa4j_device device;
+    fa4j_kernel_family family = FA4J_KERNEL_AUTO;
 };
 
 struct ValidatedBackward {
     BackwardProblem problem;
     fa4j_device device;
+    fa4j_kernel_family family = FA4J_KERNEL_AUTO;
+};
+
+struct ValidatedCall {
+    fa4j_attention_direction direction;
+    ValidatedForward forward;    // when direction == FA4J_ATTENTION_FORWARD
+    ValidatedBackward backward;  // when direction == FA4J_ATTENTION_BACKWARD
 };
 
 constexpr int64_t kMaxHeadDim = 256;
 constexpr int64_t kHeadDimMultiple = 8;
 
-ValidatedForward validate_forward(const fa4j_attention_params* params, const fa4j_tensor* q, const fa4j_tensor* k,
-                                  const fa4j_tensor* v, const fa4j_tensor* out, const fa4j_tensor* lse);
+ValidatedCall validate(const fa4j_attention_args* args);
 
-ValidatedBackward validate_backward(const fa4j_attention_params* params, const fa4j_tensor* dout, const fa4j_tensor* q,
-                                    const fa4j_tensor* k, const fa4j_tensor* v, const fa4j_tensor* out,
-                                    const fa4j_tensor* lse, const fa4j_tensor* dq, const fa4j_tensor* dk,
-                                    const fa4j_tensor* dv);
+// The older entry points' arguments as an fa4j_attention_args (tensors are borrowed).
+fa4j_attention_args forward_args(const fa4j_attention_params* params, const fa4j_tensor* q, const fa4j_tensor* k,
+                                 const fa4j_tensor* v, const fa4j_tensor* out, const fa4j_tensor* lse);
+fa4j_attention_args backward_args(const fa4j_attention_params* params, const fa4j_tensor* dout, const fa4j_tensor* q,
+                                  const fa4j_tensor* k, const fa4j_tensor* v, const fa4j_tensor* out,
+                                  const fa4j_tensor* lse, const fa4j_tensor* dq, const fa4j_tensor* dk,
+                                  const fa4j_tensor* dv);
 
 }  // namespace fa4j

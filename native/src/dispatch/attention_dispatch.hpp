@@ -1,11 +1,15 @@
-// Chooses the backend for a validated attention call from the device its tensors live on.
+// The one place that decides which backend and kernel family run a validated attention call, and
+// whether they can: check_support answers the capability query with the same message the call itself
+// would fail with, because run() performs exactly those checks before launching anything.
 #pragma once
 
 #include "core/attention_validation.hpp"
 
 namespace fa4j {
 
-void dispatch_forward(const ValidatedForward& call, fa4j_stream stream);
-void dispatch_backward(const ValidatedBackward& call, fa4j_stream stream);
+// Throws FA4J_ERROR_UNSUPPORTED (or NO_DEVICE) with the reason if `call` cannot run; launches nothing.
+void check_support(const ValidatedCall& call);
+
+void run(const ValidatedCall& call, fa4j_stream stream);
 
 }  // namespace fa4j

@@ -14,6 +14,7 @@
 #include "backends/cuda/cuda_backend.hpp"
 #include "backends/cuda/cuda_check.cuh"
 #include "backends/cuda/current_device.hpp"
+#include "backends/cuda/feature_support.hpp"
 #include "backends/cuda/kernels/fa2_backward_params.cuh"
 #include "core/error.hpp"
 
@@ -31,9 +32,13 @@ size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
 }  // namespace
 
-void attention_backward(int device, const BackwardProblem& problem, fa4j_stream stream) {
+void check_backward(int device, const BackwardProblem& problem, fa4j_kernel_family family) {
     const AttentionConfig& config = problem.config;
     const AttentionShape& s = config.shape;
+    require_plain_dense(config, "backward");
+    if (family == FA4J_KERNEL_SM90)
+        fail(FA4J_ERROR_UNSUPPORTED, "kernel family SM90 has no backward kernel yet (the backward runs on the SM80 "
+                                     "kernels, which AUTO picks)");
     if (config.dtype == DType::F32)
         fail(FA4J_ERROR_UNSUPPORTED,
              "attention backward on CUDA supports float16 and bfloat16 tensors, not float32 (convert the inputs to a "
@@ -47,6 +52,13 @@ void attention_backward(int device, const BackwardProblem& problem, fa4j_stream 
         s.heads_q > kMaxSeq)
         fail(FA4J_ERROR_UNSUPPORTED, "attention backward on CUDA supports batch and heads_kv up to 65535 and "
                                      "seqlen and heads_q up to 2^30");
+    const CurrentDevice current(device);
+}
+
+void attention_backward(int device, const BackwardProblem& problem, fa4j_kernel_family family, fa4j_stream stream) {
+    check_backward(device, problem, family);
+    const AttentionConfig& config = problem.config;
+    const AttentionShape& s = config.shape;
     const CurrentDevice current(device);
     if (s.batch == 0) return;  // every tensor is empty
     const auto native_stream = reinterpret_cast<cudaStream_t>(stream);

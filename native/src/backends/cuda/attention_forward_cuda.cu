@@ -5,14 +5,13 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 #include <limits>
 #include <string>
 
 #include "backends/cuda/cuda_backend.hpp"
 #include "backends/cuda/cuda_check.cuh"
 #include "backends/cuda/current_device.hpp"
+#include "backends/cuda/feature_support.hpp"
 #include "backends/cuda/kernels/fa2_forward.hpp"
 #include "backends/cuda/kernels/fa3_forward.hpp"
 #include "core/error.hpp"
@@ -46,17 +45,11 @@ void require_vector_aligned(const char* name, const SeqTensor& t, int64_t batch,
 }
 
 // Whether `device` is a Hopper part (compute capability 9.0, where the sm_90a kernels run), asked once
-// per device and cached. FA4J_CUDA_FORWARD=fa2 in the environment forces the FlashAttention-2 kernel
-// (for comparisons).
+// per device and cached.
 constexpr int kCachedDevices = 64;
 std::atomic<int> hopper_cache[kCachedDevices];  // 0: not asked yet, 1: Hopper, 2: not
 
-bool use_hopper_kernel(int device) {
-    static const bool forced_fa2 = [] {
-        const char* choice = std::getenv("FA4J_CUDA_FORWARD");
-        return choice != nullptr && std::strcmp(choice, "fa2") == 0;
-    }();
-    if (forced_fa2) return false;
+bool is_hopper(int device) {
     const bool cacheable = device >= 0 && device < kCachedDevices;
     if (cacheable) {
         const int known = hopper_cache[device].load(std::memory_order_relaxed);
@@ -79,9 +72,10 @@ void set_strides(const Strided& t, int64_t& batch, int64_t& row, int64_t& head) 
 
 }  // namespace
 
-void attention_forward(int device, const ForwardProblem& problem, fa4j_stream stream) {
+void check_forward(int device, const ForwardProblem& problem, fa4j_kernel_family family) {
     const AttentionShape& s = problem.config.shape;
     const DType dtype = problem.config.dtype;
+    require_plain_dense(problem.config, "forward");
     if (dtype == DType::F32)
         fail(FA4J_ERROR_UNSUPPORTED,
              "attention forward on CUDA supports float16 and bfloat16 tensors; float32 is not implemented there "
@@ -96,8 +90,10 @@ void attention_forward(int device, const ForwardProblem& problem, fa4j_stream st
     if (s.seqlen_q >= kMaxSeqlen || s.seqlen_k >= kMaxSeqlen)
         fail(FA4J_ERROR_UNSUPPORTED, "attention forward on CUDA supports sequences shorter than 2^30");
     const CurrentDevice current(device);
+    if (family == FA4J_KERNEL_SM90 && !is_hopper(device))
+        fail(FA4J_ERROR_UNSUPPORTED, "kernel family SM90 needs a Hopper GPU (compute capability 9.0); cuda:" +
+                                         std::to_string(device) + " is not one");
     if (s.batch == 0 || s.seqlen_q == 0) return;  // no output element exists
-
     require_vector_aligned("q", problem.q, s.batch, s.seqlen_q, s.heads_q);
     require_vector_aligned("out", problem.out, s.batch, s.seqlen_q, s.heads_q);
     if (s.seqlen_k > 0) {  // with no keys the kernel never touches k and v
@@ -106,6 +102,14 @@ void attention_forward(int device, const ForwardProblem& problem, fa4j_stream st
     }
     if (reinterpret_cast<uintptr_t>(problem.lse.data) % alignof(float) != 0)
         fail(FA4J_ERROR_UNSUPPORTED, "lse is not 4-byte aligned, which the CUDA kernels need for float32");
+}
+
+void attention_forward(int device, const ForwardProblem& problem, fa4j_kernel_family family, fa4j_stream stream) {
+    check_forward(device, problem, family);
+    const AttentionShape& s = problem.config.shape;
+    const DType dtype = problem.config.dtype;
+    const CurrentDevice current(device);
+    if (s.batch == 0 || s.seqlen_q == 0) return;  // no output element exists
 
     // exp2 replaces exp: scores are multiplied by scale·log2(e) (finite: validation bounds the scale). A
     // zero scale (uniform attention) becomes the smallest normal float, which yields the same
@@ -140,10 +144,13 @@ void attention_forward(int device, const ForwardProblem& problem, fa4j_stream st
     const fa2::Elem elem = dtype == DType::F16 ? fa2::Elem::F16 : fa2::Elem::BF16;
     const bool causal = problem.config.causal;
     const auto native_stream = reinterpret_cast<cudaStream_t>(stream);
-    if (use_hopper_kernel(device)) {
+    if (family != FA4J_KERNEL_SM80 && is_hopper(device)) {
         const bool queued = s.head_dim <= 64 ? fa3::run_forward<64>(p, elem, causal, native_stream)
                                              : fa3::run_forward<128>(p, elem, causal, native_stream);
         if (queued) return;  // else: strides TMA cannot describe; the FlashAttention-2 kernel takes them
+        if (family == FA4J_KERNEL_SM90)
+            fail(FA4J_ERROR_UNSUPPORTED, "kernel family SM90: these strides cannot be described to the Hopper "
+                                         "kernel's tensor copies (AUTO falls back to the SM80 kernel)");
     }
     if (s.head_dim <= 64) fa2::run_forward<64>(p, elem, causal, native_stream);
     else fa2::run_forward<128>(p, elem, causal, native_stream);

@@ -25,8 +25,12 @@ void stream_destroy(int device, fa4j_stream stream);
 void stream_synchronize(int device, fa4j_stream stream);
 void device_synchronize(int device);
 
-void attention_forward(int device, const ForwardProblem& problem, fa4j_stream stream);
-void attention_backward(int device, const BackwardProblem& problem, fa4j_stream stream);
+// check_*: throws FA4J_ERROR_UNSUPPORTED (with the reason) for a call the kernels cannot run, launching
+// nothing; attention_*: the same checks, then the launch. `family` is AUTO, SM80 or SM90.
+void check_forward(int device, const ForwardProblem& problem, fa4j_kernel_family family);
+void check_backward(int device, const BackwardProblem& problem, fa4j_kernel_family family);
+void attention_forward(int device, const ForwardProblem& problem, fa4j_kernel_family family, fa4j_stream stream);
+void attention_backward(int device, const BackwardProblem& problem, fa4j_kernel_family family, fa4j_stream stream);
 void mem_get_info(int device, size_t* free_bytes, size_t* total_bytes);
 void stream_wait(int device, fa4j_stream waiting, fa4j_stream waited);
 

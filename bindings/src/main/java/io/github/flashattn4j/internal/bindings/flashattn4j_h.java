@@ -23,10 +23,10 @@ public class flashattn4j_h extends flashattn4j_h$shared {
     static final SymbolLookup SYMBOL_LOOKUP = SymbolLookup.loaderLookup()
             .or(Linker.nativeLinker().defaultLookup());
 
-    private static final int FA4J_ABI_VERSION = (int)1L;
+    private static final int FA4J_ABI_VERSION = (int)2L;
     /**
      * {@snippet lang=c :
-     * #define FA4J_ABI_VERSION 1
+     * #define FA4J_ABI_VERSION 2
      * }
      */
     public static int FA4J_ABI_VERSION() {
@@ -1763,6 +1763,193 @@ public class flashattn4j_h extends flashattn4j_h$shared {
         } catch (Throwable ex$) {
            throw new AssertionError("should not reach here", ex$);
         }
+    }
+    private static final int FA4J_KERNEL_AUTO = (int)0L;
+    /**
+     * {@snippet lang=c :
+     * enum fa4j_kernel_family.FA4J_KERNEL_AUTO = 0
+     * }
+     */
+    public static int FA4J_KERNEL_AUTO() {
+        return FA4J_KERNEL_AUTO;
+    }
+    private static final int FA4J_KERNEL_CPU = (int)1L;
+    /**
+     * {@snippet lang=c :
+     * enum fa4j_kernel_family.FA4J_KERNEL_CPU = 1
+     * }
+     */
+    public static int FA4J_KERNEL_CPU() {
+        return FA4J_KERNEL_CPU;
+    }
+    private static final int FA4J_KERNEL_SM80 = (int)2L;
+    /**
+     * {@snippet lang=c :
+     * enum fa4j_kernel_family.FA4J_KERNEL_SM80 = 2
+     * }
+     */
+    public static int FA4J_KERNEL_SM80() {
+        return FA4J_KERNEL_SM80;
+    }
+    private static final int FA4J_KERNEL_SM90 = (int)3L;
+    /**
+     * {@snippet lang=c :
+     * enum fa4j_kernel_family.FA4J_KERNEL_SM90 = 3
+     * }
+     */
+    public static int FA4J_KERNEL_SM90() {
+        return FA4J_KERNEL_SM90;
+    }
+    private static final int FA4J_ATTENTION_FORWARD = (int)0L;
+    /**
+     * {@snippet lang=c :
+     * enum fa4j_attention_direction.FA4J_ATTENTION_FORWARD = 0
+     * }
+     */
+    public static int FA4J_ATTENTION_FORWARD() {
+        return FA4J_ATTENTION_FORWARD;
+    }
+    private static final int FA4J_ATTENTION_BACKWARD = (int)1L;
+    /**
+     * {@snippet lang=c :
+     * enum fa4j_attention_direction.FA4J_ATTENTION_BACKWARD = 1
+     * }
+     */
+    public static int FA4J_ATTENTION_BACKWARD() {
+        return FA4J_ATTENTION_BACKWARD;
+    }
+
+    private static class fa4j_attention {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            flashattn4j_h.C_INT,
+            flashattn4j_h.C_POINTER,
+            flashattn4j_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("fa4j_attention");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_attention(const fa4j_attention_args *args, fa4j_stream stream)
+     * }
+     */
+    public static FunctionDescriptor fa4j_attention$descriptor() {
+        return fa4j_attention.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_attention(const fa4j_attention_args *args, fa4j_stream stream)
+     * }
+     */
+    public static MethodHandle fa4j_attention$handle() {
+        return fa4j_attention.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_attention(const fa4j_attention_args *args, fa4j_stream stream)
+     * }
+     */
+    public static MemorySegment fa4j_attention$address() {
+        return fa4j_attention.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * fa4j_status fa4j_attention(const fa4j_attention_args *args, fa4j_stream stream)
+     * }
+     */
+    public static int fa4j_attention(MemorySegment args, MemorySegment stream) {
+        var mh$ = fa4j_attention.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("fa4j_attention", args, stream);
+            }
+            return (int)mh$.invokeExact(args, stream);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class fa4j_attention_support {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            flashattn4j_h.C_INT,
+            flashattn4j_h.C_POINTER,
+            flashattn4j_h.C_POINTER,
+            flashattn4j_h.C_POINTER,
+            flashattn4j_h.C_LONG
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("fa4j_attention_support");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_attention_support(const fa4j_attention_args *args, int32_t *supported, char *reason, size_t reason_capacity)
+     * }
+     */
+    public static FunctionDescriptor fa4j_attention_support$descriptor() {
+        return fa4j_attention_support.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_attention_support(const fa4j_attention_args *args, int32_t *supported, char *reason, size_t reason_capacity)
+     * }
+     */
+    public static MethodHandle fa4j_attention_support$handle() {
+        return fa4j_attention_support.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_attention_support(const fa4j_attention_args *args, int32_t *supported, char *reason, size_t reason_capacity)
+     * }
+     */
+    public static MemorySegment fa4j_attention_support$address() {
+        return fa4j_attention_support.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * fa4j_status fa4j_attention_support(const fa4j_attention_args *args, int32_t *supported, char *reason, size_t reason_capacity)
+     * }
+     */
+    public static int fa4j_attention_support(MemorySegment args, MemorySegment supported, MemorySegment reason, long reason_capacity) {
+        var mh$ = fa4j_attention_support.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("fa4j_attention_support", args, supported, reason, reason_capacity);
+            }
+            return (int)mh$.invokeExact(args, supported, reason, reason_capacity);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+    private static final int FA4J_WINDOW_UNBOUNDED = (int)-1L;
+    /**
+     * {@snippet lang=c :
+     * #define FA4J_WINDOW_UNBOUNDED -1
+     * }
+     */
+    public static int FA4J_WINDOW_UNBOUNDED() {
+        return FA4J_WINDOW_UNBOUNDED;
     }
 }
 
