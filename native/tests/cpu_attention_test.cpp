@@ -1,7 +1,8 @@
 // Checks the CPU backend through the C ABI: forward (out, lse) and backward (dq, dk, dv) against the
 // float64 reference under the FlashAttention tolerance rule (support/tolerance.hpp), in every dtype and
-// layout, with outputs that start as NaN and gaps that must stay untouched; then the instruction-set
-// variants chosen at run time, exact dtype conversions, and bitwise independence from the thread count.
+// layout, with outputs that start as NaN and gaps that must stay untouched; the score features of
+// fa4j_attention (softcap, ALiBi, sliding windows) likewise; then the instruction-set variants chosen at
+// run time, exact dtype conversions, and bitwise independence from the thread count.
 #include <flashattn4j.h>
 
 #include <chrono>
@@ -27,22 +28,33 @@ namespace {
 
 using namespace fa4j_test;
 
+// The forward and then the backward of the case on t: through fa4j_attention when the case has score
+// features (which only it can express), else through fa4j_attention_forward/backward.
+bool forward_and_backward(Outcome& o, const Case& c, TrainingTensors& t, int32_t threads = 0) {
+    if (c.has_features()) {
+        const fa4j_attention_args forward = args_for(c, t, FA4J_ATTENTION_FORWARD, threads);
+        const fa4j_attention_args backward = args_for(c, t, FA4J_ATTENTION_BACKWARD, threads);
+        return call_ok(o, fa4j_attention(&forward, nullptr), "forward") &&
+               call_ok(o, fa4j_attention(&backward, nullptr), "backward");
+    }
+    const fa4j_attention_params params = params_for(c, threads);
+    return call_ok(o,
+                   fa4j_attention_forward(&params, t.q.host_tensor(), t.k.host_tensor(), t.v.host_tensor(),
+                                          t.out.host_tensor(), t.lse.host_tensor(), nullptr),
+                   "forward") &&
+           call_ok(o,
+                   fa4j_attention_backward(&params, t.dout.host_tensor(), t.q.host_tensor(), t.k.host_tensor(),
+                                           t.v.host_tensor(), t.out.host_tensor(), t.lse.host_tensor(),
+                                           t.dq.host_tensor(), t.dk.host_tensor(), t.dv.host_tensor(), nullptr),
+                   "backward");
+}
+
 Outcome run_case(const Case& c, uint32_t seed) {
     Outcome o;
     std::mt19937 rng(seed);
     TrainingTensors t = make_training_tensors(c);
-    const Inputs in = fill_inputs(c, rng, t.q, t.k, t.v, &t.dout);
-    const fa4j_attention_params params = params_for(c);
-
-    if (!call_ok(o, fa4j_attention_forward(&params, t.q.host_tensor(), t.k.host_tensor(), t.v.host_tensor(),
-                                           t.out.host_tensor(), t.lse.host_tensor(), nullptr),
-                 "forward"))
-        return o;
-    if (!call_ok(o, fa4j_attention_backward(&params, t.dout.host_tensor(), t.q.host_tensor(), t.k.host_tensor(),
-                                            t.v.host_tensor(), t.out.host_tensor(), t.lse.host_tensor(),
-                                            t.dq.host_tensor(), t.dk.host_tensor(), t.dv.host_tensor(), nullptr),
-                 "backward"))
-        return o;
+    const Inputs in = fill_inputs(c, rng, t.q, t.k, t.v, &t.dout, &t.alibi);
+    if (!forward_and_backward(o, c, t)) return o;
 
     const Results<double> ref = naive_attention<double>(in, c.dt, false, Pass::ForwardAndBackward);
     const Results<float> plain = naive_attention<float>(in, c.dt, true, Pass::ForwardAndBackward);
@@ -67,16 +79,8 @@ Outcome run_determinism(const Case& c, uint32_t seed) {
     for (int32_t threads : {1, 3}) {
         std::mt19937 rng(seed);
         TrainingTensors t = make_training_tensors(c);
-        fill_inputs(c, rng, t.q, t.k, t.v, &t.dout);
-        const fa4j_attention_params params = params_for(c, threads);
-        if (!call_ok(o, fa4j_attention_forward(&params, t.q.host_tensor(), t.k.host_tensor(), t.v.host_tensor(),
-                                               t.out.host_tensor(), t.lse.host_tensor(), nullptr),
-                     "forward") ||
-            !call_ok(o, fa4j_attention_backward(&params, t.dout.host_tensor(), t.q.host_tensor(), t.k.host_tensor(),
-                                                t.v.host_tensor(), t.out.host_tensor(), t.lse.host_tensor(),
-                                                t.dq.host_tensor(), t.dk.host_tensor(), t.dv.host_tensor(), nullptr),
-                     "backward"))
-            return o;
+        fill_inputs(c, rng, t.q, t.k, t.v, &t.dout, &t.alibi);
+        if (!forward_and_backward(o, c, t, threads)) return o;
         std::vector<std::vector<unsigned char>> results;
         for (View* v : {&t.out, &t.lse, &t.dq, &t.dk, &t.dv}) results.push_back(v->buffer->bytes);
         if (first.empty()) first = results;
@@ -251,6 +255,106 @@ int main() {
         c.scale = std::nextafter(c.scale, 1e38f);  // just past the limit
         tally.report("refused: " + describe(c), run_refused_scale(c));
     }
+    // Score features through fa4j_attention: softcap (30: mild, 5: strong), ALiBi slopes per head and per
+    // batch and head, windows bounded on the left, the right, both, both with causal (which overrides
+    // the right bound), (0, 0) (each row sees one key, or with Nq > Nk none), and all together; on ragged
+    // shapes with Nq != Nk both ways (windows leave rows empty when Nq > Nk), GQA, a single query, in
+    // every dtype and the layouts above.
+    struct Features {
+        float softcap;
+        int64_t left, right;
+        bool causal;
+        Alibi alibi;
+    };
+    const std::vector<Features> features = {
+        {30, -1, -1, false, Alibi::None},         {5, -1, -1, true, Alibi::None},
+        {0, -1, -1, false, Alibi::PerHead},       {0, -1, -1, true, Alibi::PerBatchHead},
+        {0, 40, -1, false, Alibi::None},          {0, -1, 20, false, Alibi::None},
+        {0, 50, 10, false, Alibi::None},          {0, 50, 10, true, Alibi::None},
+        {0, 0, 0, false, Alibi::None},            {0, 3, -1, true, Alibi::None},
+        {20, 64, 8, true, Alibi::PerHead},        {5, 100, 30, false, Alibi::PerBatchHead},
+    };
+    const std::vector<ShapeLayout> feature_shapes = {
+        {{1, 17, 17, 2, 2, 64}, Layout::Packed},           {{2, 333, 333, 4, 2, 32}, Layout::Contiguous},
+        {{1, 128, 333, 8, 4, 128}, Layout::HeadMajor},     {{1, 333, 128, 2, 1, 64}, Layout::PaddedUnaligned},
+        {{2, 65, 130, 4, 2, 64}, Layout::BroadcastKv},     {{1, 70, 70, 2, 1, 40}, Layout::Packed},
+        {{1, 1, 333, 2, 1, 64}, Layout::Contiguous},
+    };
+    const auto with_features = [](Case c, const Features& f) {
+        c.softcap = f.softcap;
+        c.window_left = f.left;
+        c.window_right = f.right;
+        c.causal = f.causal;
+        c.alibi = f.alibi;
+        return c;
+    };
+    for (Dt dt : {Dt::F32, Dt::F16, Dt::BF16})
+        for (const ShapeLayout& sl : feature_shapes)
+            for (const Features& f : features) {
+                const Case c = with_features(Case{sl.s, dt, false, sl.layout}, f);
+                tally.report(describe_on(c, "best"), run_case(c, seed++));
+            }
+    // The features on the narrower instruction sets (the tanh of the softcap differs without FMA).
+    for (const char* isa : {"avx2", "generic"}) {
+        setenv("FA4J_CPU_ISA", isa, 1);
+        for (Dt dt : {Dt::F32, Dt::BF16})
+            for (size_t i : {10u, 11u}) {
+                const Case c = with_features(Case{feature_shapes[3].s, dt, false, feature_shapes[3].layout}, features[i]);
+                tally.report(describe_on(c, isa), run_case(c, seed++));
+            }
+        unsetenv("FA4J_CPU_ISA");
+    }
+    {
+        const Case c = with_features(Case{{2, 333, 333, 4, 2, 32}, Dt::BF16, false, Layout::Contiguous}, features[10]);
+        tally.report("determinism " + describe_on(c, "best"), run_determinism(c, seed++));
+    }
+    // Features with scales that are not 1/sqrt(d) and with the extreme inputs above: a negative scale (q's
+    // sign is folded differently in the forward and the backward, the transformed scores must agree), a
+    // zero one, softcap at a scale of 1e10 (every score at ±softcap), rows whose |lse| exceeds 128 so that
+    // the backward reruns the forward's statistics of transformed scores (ALiBi on scores near 1e8, also
+    // with a negative scale; softcap 200 on inputs near the float16 maximum), and a window over keys that
+    // start hugely positive.
+    // Left out, because there the rule (2x the plain implementation's error) measures luck rather than
+    // the kernel, in seed sweeps of these shapes:
+    //  - softcap on 1e4-sized q: a huge dot product near the cap's bend has dS multiplied by the derivative
+    //    of a score whose float32 summation error both implementations make in different orders, and D =
+    //    rowsum(dout ∘ out) from the rounded out is amplified by q (1e4·N(0,1) inputs with softcap 700:
+    //    3 of 100 seeds over; huge-keys-first with softcap 10: 1 of 600);
+    //  - |lse| between ~10 and 128 with dout near 65504 in float32: every recomputed P carries lse's
+    //    rounding |lse|·2^-24 (flashattn4j.h), which exceeds the plain implementation's error (near-fp16-max
+    //    inputs with softcap 50: 8 of 20 over; hence softcap 200, where the rows' |lse| exceeds 128);
+    //  - windows on huge-negative-keys-first inputs: dk is dominated by D from the rounded out times q ~ 1e4,
+    //    an error kernel and plain implementation share but the plain one's dS rounding can cancel where the
+    //    kernel's is largest (the kernel stays within 1 float16 ulp of the exact gradient given its out).
+    //    The plain causal case above, without features, goes over in 2 of 60 seeds in every dtype, before
+    //    these changes as after; a window (100, 0) in 4 of 60.
+    for (float multiplier : {-1.0f, 0.0f}) {
+        Case c = with_features(Case{{2, 70, 130, 4, 2, 64}, Dt::BF16, false, Layout::Contiguous}, features[10]);
+        c.scale_multiplier = multiplier;
+        tally.report(describe_on(c, "best"), run_case(c, seed++));
+        c = with_features(c, features[11]);
+        tally.report(describe_on(c, "best"), run_case(c, seed++));
+    }
+    struct ExtremeFeatures {
+        Shape s;
+        float scale;
+        Values values;
+        Features f;
+    };
+    const std::vector<ExtremeFeatures> extreme_features = {
+        {{1, 40, 40, 1, 1, 64}, 1e10f, Values::Normal, {30, -1, -1, false, Alibi::None}},
+        {{1, 97, 300, 2, 1, 64}, nan, Values::Times1e4, {0, -1, -1, true, Alibi::PerHead}},
+        {{1, 97, 300, 2, 1, 64}, -0.125f, Values::Times1e4, {0, 30, -1, false, Alibi::PerBatchHead}},
+        {{1, 65, 65, 2, 1, 64}, nan, Values::NearF16Max, {200, 20, 5, false, Alibi::PerBatchHead}},
+        {{1, 97, 300, 2, 1, 64}, nan, Values::HugeFirst, {0, 200, 50, true, Alibi::PerHead}},
+    };
+    for (Dt dt : {Dt::F32, Dt::F16, Dt::BF16})
+        for (const ExtremeFeatures& e : extreme_features) {
+            Case c = with_features(Case{e.s, dt, false, Layout::Contiguous}, e.f);
+            c.scale = e.scale;
+            c.values = e.values;
+            tally.report(describe_on(c, "best"), run_case(c, seed++));
+        }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return tally.finish(seconds);
 }

@@ -108,15 +108,18 @@ FA4J_HOST_DEVICE inline float alibi_distance(Int aligned_query_minus_key) {
 }
 
 // softcap · tanh(s / softcap) for softcap > 0, and in `derivative` its derivative with respect to s,
-// 1 - tanh², which the backward multiplies dS by. Written (1 - t)(1 + t): exact where t nears ±1 and
-// 1 - t² would cancel. `tanh` is the backend's (a vectorisable one on the CPU, tanhf on a GPU): the
-// forward and the backward of one backend must use the same, so that P is recomputed bit for bit.
+// 1 - tanh²(s / softcap), which the backward multiplies dS by. `tanh(x, derivative)` is the backend's
+// (a vectorisable one on the CPU, tanhf on a GPU) and returns tanh(x) and 1 - tanh²(x): the forward and
+// the backward of one backend must use the same, so that P is recomputed bit for bit. The derivative
+// should not be computed from a rounded tanh where it nears ±1: 1 - t² then loses all its digits
+// (tanh_derivative_from_value below is for |t| well away from 1).
 template <class Tanh>
 FA4J_HOST_DEVICE inline float soft_cap(float s, float softcap, Tanh tanh, float& derivative) {
-    const float t = tanh(s / softcap);
-    derivative = (1.0f - t) * (1.0f + t);
-    return softcap * t;
+    return softcap * tanh(s / softcap, derivative);
 }
+
+// 1 - t² for t = tanh(x), as (1 - t)(1 + t): exact products, no cancellation beyond t's own rounding.
+FA4J_HOST_DEVICE inline float tanh_derivative_from_value(float t) { return (1.0f - t) * (1.0f + t); }
 
 // The ALiBi-biased score s - slope · distance, saturated at ±FLT_MAX: a bias beyond float (a huge slope
 // times a long distance) then still orders the keys' scores, where an infinity would turn the softmax's

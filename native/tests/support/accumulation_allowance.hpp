@@ -19,7 +19,7 @@
 //   dq     |scale|·Σ_j δdS_j·|k_jc|                              dk    |scale|·Σ_i δdS_ij·|q_ic|
 // Used only where such a kernel is checked in those regimes (the CUDA tests of extreme inputs); the
 // CPU backend sums D in dP's order, reruns the softmax statistics where lse is large, and meets the
-// plain rule without it.
+// plain rule without it. Masks are the reference's (key_visible); softcap and ALiBi are not modelled.
 #pragma once
 
 #include <algorithm>
@@ -56,13 +56,15 @@ inline Results<double> accumulation_allowance(const Inputs& in) {
         std::vector<double> out(static_cast<size_t>(s.D));
         for (int64_t h = hk * group; h < (hk + 1) * group; ++h)
             for (int64_t i = 0; i < s.Nq; ++i) {
-                const int64_t visible = visible_keys(s, in.causal, i);
-                if (visible == 0) continue;
+                std::vector<int64_t> seen;  // the keys query i sees
+                for (int64_t j = 0; j < s.Nk; ++j)
+                    if (key_visible(in, i, j)) seen.push_back(j);
+                if (seen.empty()) continue;
                 const float* q = &in.q[q_at(b, i, h)];
                 const bool grads = !in.dout.empty();  // forward-only inputs have no dout
                 const float* dout = grads ? &in.dout[q_at(b, i, h)] : nullptr;
                 double m = -std::numeric_limits<double>::infinity();
-                for (int64_t j = 0; j < visible; ++j) {
+                for (const int64_t j : seen) {
                     const float* k = &in.k[k_at(b, j, hk)];
                     double dot = 0, abs_sum = 0;
                     for (int64_t c = 0; c < s.D; ++c) {
@@ -74,21 +76,21 @@ inline Results<double> accumulation_allowance(const Inputs& in) {
                     m = std::max(m, p[static_cast<size_t>(j)]);
                 }
                 double sum = 0, max_score_error = 0;
-                for (int64_t j = 0; j < visible; ++j) sum += (p[static_cast<size_t>(j)] = std::exp(p[static_cast<size_t>(j)] - m));
-                for (int64_t j = 0; j < visible; ++j) {
+                for (const int64_t j : seen) sum += (p[static_cast<size_t>(j)] = std::exp(p[static_cast<size_t>(j)] - m));
+                for (const int64_t j : seen) {
                     p[static_cast<size_t>(j)] /= sum;
                     max_score_error = std::max(max_score_error, score[static_cast<size_t>(j)]);
                 }
                 const double lse_error = max_score_error + kRound * std::fabs(m + std::log(sum));
                 a.lse[static_cast<size_t>((b * s.Hq + h) * s.Nq + i)] = lse_error;
-                for (int64_t j = 0; j < visible; ++j) {
+                for (const int64_t j : seen) {
                     const size_t J = static_cast<size_t>(j);
                     const double log_p = scaled[J] - m - std::log(sum);  // also where P underflows
                     score[J] = std::min(1.0, std::exp(log_p + score[J] + lse_error) - p[J]);  // now δP_j
                 }
                 std::fill(out.begin(), out.end(), 0.0);
                 double* out_allow = &a.out[q_at(b, i, h)];
-                for (int64_t j = 0; j < visible; ++j) {
+                for (const int64_t j : seen) {
                     const float* v = &in.v[k_at(b, j, hk)];
                     for (int64_t c = 0; c < s.D; ++c) {
                         out[static_cast<size_t>(c)] += p[static_cast<size_t>(j)] * v[c];
@@ -103,7 +105,7 @@ inline Results<double> accumulation_allowance(const Inputs& in) {
                     delta_error += std::fabs(dout[c]) * out_allow[c];
                 }
                 double* dq_allow = &a.dq[q_at(b, i, h)];
-                for (int64_t j = 0; j < visible; ++j) {
+                for (const int64_t j : seen) {
                     const size_t J = static_cast<size_t>(j);
                     const float* v = &in.v[k_at(b, j, hk)];
                     const float* k = &in.k[k_at(b, j, hk)];

@@ -1,5 +1,5 @@
-// One attention test case (shape, dtype, mask, layout, scale) and what every driver does with it:
-// build its tensors, fill the inputs, describe it in one line and make its call parameters.
+// One attention test case (shape, dtype, mask, layout, scale, score features) and what every driver does
+// with it: build its tensors, fill the inputs, describe it in one line and make its call parameters.
 #pragma once
 
 #include <flashattn4j.h>
@@ -44,6 +44,10 @@ inline const char* values_name(Values v) {
     return "?";
 }
 
+// ALiBi slopes (float32): none, one per query head ([heads_q], stride 2 so that a read of the gaps
+// shows as NaN), or one per batch and query head ([batch, heads_q], rows padded by 3).
+enum class Alibi { None, PerHead, PerBatchHead };
+
 struct Case {
     Shape s;
     Dt dt;
@@ -53,6 +57,12 @@ struct Case {
     float scale_multiplier = 1.0f;  // softmax_scale = scale_multiplier / sqrt(head_dim) ...
     float scale = std::numeric_limits<float>::quiet_NaN();  // ... unless this is set
     Values values = Values::Normal;
+    // Score features of fa4j_attention_args (none by default).
+    float softcap = 0.0f;
+    int64_t window_left = -1, window_right = -1;  // -1: unbounded
+    Alibi alibi = Alibi::None;
+
+    bool has_features() const { return softcap != 0.0f || window_left >= 0 || window_right >= 0 || alibi != Alibi::None; }
 };
 
 inline std::string describe(const Case& c) {
@@ -70,6 +80,15 @@ inline std::string describe(const Case& c) {
         d += text;
     }
     if (c.values != Values::Normal) d += std::string(" ") + values_name(c.values);
+    if (c.softcap != 0.0f) {
+        std::snprintf(text, sizeof text, " softcap=%g", static_cast<double>(c.softcap));
+        d += text;
+    }
+    if (c.window_left >= 0 || c.window_right >= 0) {
+        const auto bound = [](int64_t w) { return w < 0 ? std::string("inf") : std::to_string(w); };
+        d += " window=(" + bound(c.window_left) + "," + bound(c.window_right) + ")";
+    }
+    if (c.alibi != Alibi::None) d += c.alibi == Alibi::PerHead ? " alibi=[Hq]" : " alibi=[B,Hq]";
     if (c.own_stream) d += " stream";
     return d;
 }
@@ -91,9 +110,9 @@ inline void fill_random(View& view, std::mt19937& rng, Dt dt) {
     for (int64_t n = 0; n < view.count(); ++n) view.set(n, round_to(dt, normal(rng)));
 }
 
-// Every tensor of a forward and backward call.
+// Every tensor of a forward and backward call; alibi only when the case has ALiBi.
 struct TrainingTensors {
-    View q, k, v, dout, out, lse, dq, dk, dv;
+    View q, k, v, dout, out, lse, dq, dk, dv, alibi;
 };
 
 // The case's layout applied to every tensor, varied so that inputs, outputs and gradients never all
@@ -125,6 +144,19 @@ inline TrainingTensors make_training_tensors(const Case& c) {
         t.dv = make_seq(c.dt, out_layout, s.B, s.Nk, s.Hkv, s.D);
     }
     for (View* v : {&t.out, &t.lse, &t.dq, &t.dk, &t.dv}) v->mark_covered();
+    if (c.alibi == Alibi::PerHead) {
+        t.alibi.buffer = new_buffer(Dt::F32, 2 * s.Hq);
+        t.alibi.ndim = 1;
+        t.alibi.shape[0] = s.Hq;
+        t.alibi.strides[0] = 2;
+    } else if (c.alibi == Alibi::PerBatchHead) {
+        t.alibi.buffer = new_buffer(Dt::F32, s.B * (s.Hq + 3));
+        t.alibi.ndim = 2;
+        t.alibi.shape[0] = s.B;
+        t.alibi.shape[1] = s.Hq;
+        t.alibi.strides[0] = s.Hq + 3;
+        t.alibi.strides[1] = 1;
+    }
     return t;
 }
 
@@ -155,15 +187,61 @@ inline void fill_values(View& view, std::mt19937& rng, const Case& c, char which
     }
 }
 
-// Fresh random q, k, v and (when given) dout, and the reference's dense copy of them.
-inline Inputs fill_inputs(const Case& c, std::mt19937& rng, View& q, View& k, View& v, View* dout) {
+// Fresh random q, k, v, (when given) dout and (when the case has ALiBi) slopes, and the reference's dense
+// copy of them with the case's score features. Slopes are drawn from [-0.25, 1]: from long-range
+// attention through nearly one-hot rows around the diagonal to a bias that favours distant keys.
+inline Inputs fill_inputs(const Case& c, std::mt19937& rng, View& q, View& k, View& v, View* dout,
+                          View* alibi = nullptr) {
     fill_values(q, rng, c, 'q');
     fill_values(k, rng, c, 'k');
     fill_values(v, rng, c, 'v');
     if (dout != nullptr) fill_values(*dout, rng, c, 'o');
-    Inputs in{c.s, params_for(c).softmax_scale, c.causal, q.values(), k.values(), v.values(), {}};
+    Inputs in{};
+    in.s = c.s;
+    in.scale = params_for(c).softmax_scale;
+    in.causal = c.causal;
+    in.q = q.values();
+    in.k = k.values();
+    in.v = v.values();
     if (dout != nullptr) in.dout = dout->values();
+    in.softcap = c.softcap;
+    in.window_left = c.window_left;
+    in.window_right = c.window_right;
+    if (c.alibi != Alibi::None && alibi != nullptr) {
+        std::uniform_real_distribution<float> slope(-0.25f, 1.0f);
+        for (int64_t n = 0; n < alibi->count(); ++n) alibi->set(n, slope(rng));
+        in.alibi = alibi->values();
+        in.alibi_batch_stride = c.alibi == Alibi::PerBatchHead ? c.s.Hq : 0;
+    }
     return in;
+}
+
+// fa4j_attention's arguments for the case on t's host tensors (which must outlive them).
+inline fa4j_attention_args args_for(const Case& c, TrainingTensors& t, fa4j_attention_direction direction,
+                                     int32_t threads = 0) {
+    const fa4j_attention_params p = params_for(c, threads);
+    fa4j_attention_args a{};
+    a.struct_size = sizeof a;
+    a.direction = direction;
+    a.q = t.q.host_tensor();
+    a.k = t.k.host_tensor();
+    a.v = t.v.host_tensor();
+    a.out = t.out.host_tensor();
+    a.lse = t.lse.host_tensor();
+    if (direction == FA4J_ATTENTION_BACKWARD) {
+        a.dout = t.dout.host_tensor();
+        a.dq = t.dq.host_tensor();
+        a.dk = t.dk.host_tensor();
+        a.dv = t.dv.host_tensor();
+    }
+    if (c.alibi != Alibi::None) a.alibi_slopes = t.alibi.host_tensor();
+    a.softmax_scale = p.softmax_scale;
+    a.softcap = c.softcap;
+    a.causal = p.causal;
+    a.window_left = static_cast<int32_t>(c.window_left);
+    a.window_right = static_cast<int32_t>(c.window_right);
+    a.num_threads = threads;
+    return a;
 }
 
 }  // namespace fa4j_test
