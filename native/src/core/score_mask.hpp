@@ -59,13 +59,14 @@ struct ScoreWindow {
         const int64_t begin = clamp_index(j - aligned(0) - right, 0, seqlen_q);
         return {begin, clamp_index(j - aligned(0) + left + 1, begin, seqlen_q)};
     }
-    // Keys some query of rows [i0, i0 + rows) attends (rows > 0): from the first row's first key to
-    // the last row's last. A row in between that attends nothing lies wholly before or after it.
+    // The keys some query of rows [i0, i0 + rows) attends (rows > 0): from the first row's first key to
+    // the last row's last, tight at both ends (rows that attend nothing come first, and the first row
+    // that attends a key starts at key 0 then; empty when no row attends a key).
     FA4J_HOST_DEVICE IndexRange keys_of_rows(int64_t i0, int64_t rows) const {
         const int64_t begin = keys_of(i0).begin;
         return {begin, clamp_index(keys_of(i0 + rows - 1).end, begin, seqlen_k)};
     }
-    // Queries that attend some key of [j0, j0 + keys) (keys > 0).
+    // The queries that attend some key of [j0, j0 + keys) (keys > 0), tight likewise.
     FA4J_HOST_DEVICE IndexRange queries_of_keys(int64_t j0, int64_t keys) const {
         const int64_t begin = queries_of(j0).begin;
         return {begin, clamp_index(queries_of(j0 + keys - 1).end, begin, seqlen_q)};
