@@ -30,8 +30,9 @@ import java.util.Objects;
  * q, out, dout, dq are {@code [total_q, heads_q, head_dim]}, k, v, dk, dv {@code [total_k, heads_kv,
  * head_dim]} (v and the gradients share the keys' offsets), and lse is float32 {@code [heads_q, total_q]}.
  * Masks, windows and ALiBi positions are aligned per sequence; a {@code [batch, heads_q]} ALiBi tensor gives
- * each sequence its own slopes. Rows past the last offset belong to no sequence and are neither read nor
- * written. The CUDA backend does not implement varlen batches yet (refused as unsupported).
+ * each sequence its own slopes. Rows past the last offset belong to no sequence: what the call writes there
+ * is unspecified. Every dense method has a varlen twin taking {@link PackedSequences} for q and k. The CUDA
+ * backend does not implement varlen batches yet (refused as unsupported).
  *
  * <h2>Support queries</h2>
  * {@link #checkForward(Tensor, Tensor, Tensor, AttentionOptions)} and its siblings answer, without running
@@ -176,6 +177,23 @@ public final class Attention {
     }
 
     /**
+     * {@link #forward(PackedSequences, PackedSequences, Tensor, AttentionOptions)} into caller-provided
+     * {@code out} ({@code [total_q, heads_q, head_dim]}) and {@code lse} (float32 {@code [heads_q, total_q]}),
+     * on the default stream.
+     */
+    public static void forwardInto(PackedSequences q, PackedSequences k, Tensor v, Tensor out, Tensor lse,
+                                   AttentionOptions options) {
+        into(AttentionCall.forward(q, k, v, options), null, out, lse);
+    }
+
+    /** {@link #forwardInto(PackedSequences, PackedSequences, Tensor, Tensor, Tensor, AttentionOptions)} queued on {@code stream}. */
+    public static void forwardInto(PackedSequences q, PackedSequences k, Tensor v, Tensor out, Tensor lse,
+                                   AttentionOptions options, CudaStream stream) {
+        Objects.requireNonNull(stream, "stream");
+        into(AttentionCall.forward(q, k, v, options), stream, out, lse);
+    }
+
+    /**
      * Gradients of {@link #forward(PackedSequences, PackedSequences, Tensor, AttentionOptions)} with respect to
      * the packed q, k and v, in new tensors owned by the caller, on the default stream. {@code dout} and
      * {@code out} are {@code [total_q, heads_q, head_dim]}, {@code lse} the forward's {@code [heads_q, total_q]}.
@@ -194,6 +212,26 @@ public final class Attention {
                                               Tensor lse, AttentionOptions options, CudaStream stream) {
         Objects.requireNonNull(stream, "stream");
         return gradients(allocate(AttentionCall.backward(dout, q, k, v, out, lse, options), stream));
+    }
+
+    /**
+     * {@link #backward(Tensor, PackedSequences, PackedSequences, Tensor, Tensor, Tensor, AttentionOptions)}
+     * into caller-provided dq ({@code [total_q, heads_q, head_dim]}), dk and dv ({@code [total_k, heads_kv,
+     * head_dim]}), overwritten, on the default stream.
+     */
+    public static void backwardInto(Tensor dout, PackedSequences q, PackedSequences k, Tensor v, Tensor out, Tensor lse,
+                                    Tensor dq, Tensor dk, Tensor dv, AttentionOptions options) {
+        into(AttentionCall.backward(dout, q, k, v, out, lse, options), null, dq, dk, dv);
+    }
+
+    /**
+     * {@link #backwardInto(Tensor, PackedSequences, PackedSequences, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
+     * AttentionOptions)} queued on {@code stream}.
+     */
+    public static void backwardInto(Tensor dout, PackedSequences q, PackedSequences k, Tensor v, Tensor out, Tensor lse,
+                                    Tensor dq, Tensor dk, Tensor dv, AttentionOptions options, CudaStream stream) {
+        Objects.requireNonNull(stream, "stream");
+        into(AttentionCall.backward(dout, q, k, v, out, lse, options), stream, dq, dk, dv);
     }
 
     // ---------------------------------------------------------------------------------------------

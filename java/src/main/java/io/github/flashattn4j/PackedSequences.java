@@ -12,7 +12,7 @@ import java.util.Optional;
  *   <li>{@code tokens}: {@code [total, heads, head_dim]}, the rows of every sequence one after another;</li>
  *   <li>{@code cuSeqlens}: int32 {@code [batch + 1]}, non-decreasing, from 0: sequence b is rows
  *       {@code cuSeqlens[b] .. cuSeqlens[b+1] - 1} (rows from {@code cuSeqlens[batch]} on belong to no
- *       sequence: the call neither reads nor writes them); on the device of the tokens;</li>
+ *       sequence: their outputs are unspecified); on the device of the tokens;</li>
  *   <li>{@code maxSeqlen}: at least the longest sequence, or 0 to have the library derive it, which
  *       needs the offsets in host memory (CPU tensors); CUDA calls must give it;</li>
  *   <li>{@code usedLengths} (keys only, optional): int32 {@code [batch]}: sequence b attends only its

@@ -213,7 +213,7 @@ class AttentionPropertiesTest {
             for (int h = 0; h < p.headsQ(); h++) {
                 for (int i = 0; i < p.seqQ(); i++) {
                     int qi = p.qIndex(b, i, h);
-                    for (int j = 0; j < p.visibleKeys(i); j++) {
+                    for (int j = p.firstKey(i); j < p.endKey(i); j++) {
                         int kj = p.kIndex(b, j, h / p.group());
                         double dot = 0;
                         for (int c = 0; c < p.headDim(); c++) dot += (double) dout[qi + c] * v[kj + c];
