@@ -4,8 +4,10 @@
 //   1. per query row: D = rowsum(dout ∘ out), and how P will be recomputed (from lse, or for rows
 //      whose lse is too large for that, from the forward's softmax statistics, rerun here);
 //   2. per (batch, kv head, key tile): dK and dV, summed over every query head of the group and every
-//      query tile, recomputing P = exp(S - lse) on the way;
-//   3. per (batch, query head, query tile): dQ, summed over key tiles, recomputing P again.
+//      query tile that attends the key tile, recomputing P = exp(S - lse) on the way;
+//   3. per (batch, query head, query tile): dQ, summed over the key tiles it attends, recomputing P again.
+// With softcap or ALiBi, S is the transformed score (score_tiles.hpp), and dS is multiplied by the
+// softcap's derivative before it makes dQ and dK.
 // Recomputing P twice costs two extra tile products per tile pair; the alternatives are an N x N
 // buffer or racing updates of dQ. Each pass orients its scores so that the tile it keeps for the whole
 // task (K and V in pass 2, Q and dO in pass 3) is the one transposed, once, and the tiles it streams
@@ -21,23 +23,28 @@
 #include "backends/cpu/fast_exp2.hpp"
 #include "backends/cpu/kernel_select.hpp"
 #include "backends/cpu/online_softmax.hpp"
+#include "backends/cpu/score_tiles.hpp"
 #include "backends/cpu/thread_pool.hpp"
 #include "backends/cpu/tile_io.hpp"
 #include "backends/cpu/tile_matmul.hpp"
 #include "backends/cpu/tiling.hpp"
+#include "core/score_mask.hpp"
 
 namespace fa4j::cpu {
 namespace {
 
 // Pass 1's results, one float per query row, indexed [(b * heads_q + h) * seqlen_q + i]. A row's
-// probabilities are recomputed as P = 2^min((s·mul - ref)·factor - log2_norm, 0) from raw scores s:
-//   from lse      mul = scale, ref = lse, factor = log2(e), log2_norm = 0. scale·s is rounded to float
-//                 before lse is subtracted, as the forward rounded max·|scale| into lse (online_softmax.hpp):
-//                 the row maximum then gets exactly exp(-ln sum). ref = +inf where lse is -inf (the row
-//                 attends nothing), so that its P is 0 rather than NaN.
-//   recomputed    mul = ±1 (the scale's sign), ref = the forward's running maximum, factor = |scale|·log2(e),
-//                 log2_norm = log2(sum): the forward's own probabilities, for rows whose |lse| exceeds
-//                 kLseRecomputeLimit (core/softmax_scale.hpp), where lse's rounding would show.
+// probabilities are recomputed as P = 2^min((s·mul - ref)·factor - log2_norm, 0) from scores s, raw
+// dot products or, with softcap or ALiBi, transformed scores (score_tiles.hpp), which carry the scale:
+//   from lse      mul = scale (1 for transformed scores), ref = lse, factor = log2(e), log2_norm = 0.
+//                 scale·s is rounded to float before lse is subtracted, as the forward rounded
+//                 max·|scale| into lse (online_softmax.hpp): the row maximum then gets exactly
+//                 exp(-ln sum). ref = +inf where lse is -inf (the row attends nothing), so that its P
+//                 is 0 rather than NaN.
+//   recomputed    mul = ±1 (the scale's sign; 1 for transformed scores), ref = the forward's running
+//                 maximum, factor = softmax_factor (online_softmax.hpp), log2_norm = log2(sum): the
+//                 forward's own probabilities, for rows whose |lse| exceeds kLseRecomputeLimit
+//                 (core/softmax_scale.hpp), where lse's rounding would show.
 // The cap at 1 keeps P finite also for an lse that does not belong to these scores.
 struct RowStats {
     float* delta;  // rowsum(dout ∘ out)
@@ -82,29 +89,41 @@ FA4J_INLINE float recomputed_probability(float s, float mul, float ref, float fa
     return probability_exp2<Isa>((s * mul - ref) * factor - log2_norm);
 }
 
-// row[j] = P of query row r for j < visible, else 0; `row` holds raw scores s on entry.
+// Zero outside the lanes [visible.begin, visible.end) of a row of n. Masking is a pass of its own:
+// with a select in the loop that computes P, GCC computes the exponential only for selected lanes,
+// which needs branches and so stays scalar.
+FA4J_INLINE void zero_outside(float* row, int n, IndexRange visible) {
+    fill_floats(row, static_cast<int>(visible.begin), 0.0f);
+    fill_floats(row + visible.end, n - static_cast<int>(visible.end), 0.0f);
+}
+
+// row[j] = P of query row r for the keys j it attends (`visible`), else 0; `row` holds its scores s on entry.
 template <class Isa>
-FA4J_INLINE void probabilities_row(float* row, int n, int visible, const RowRecipes& recipes, int r) {
+FA4J_INLINE void probabilities_row(float* row, int n, IndexRange visible, const RowRecipes& recipes, int r) {
     const float mul = recipes.mul.get()[r], ref = recipes.ref.get()[r];
     const float factor = recipes.factor.get()[r], log2_norm = recipes.log2_norm.get()[r];
 #pragma omp simd
     for (int j = 0; j < n; ++j) row[j] = recomputed_probability<Isa>(row[j], mul, ref, factor, log2_norm);
-    fill_floats(row + visible, n - visible, 0.0f);
+    zero_outside(row, n, visible);
 }
 
-// The transposed case: one key's scores against queries i, each with its own recipe; queries
-// [first, end) attend the key. Masking is a separate pass: with a select in the loop GCC computes the
-// exponential only for selected lanes, which needs branches and so stays scalar.
+// The transposed case: one key's scores against queries i, each with its own recipe; the queries
+// `visible` attend the key.
 template <class Isa>
-FA4J_INLINE void probabilities_column(float* row, int n, int first, int end, const RowRecipes& recipes) {
+FA4J_INLINE void probabilities_column(float* row, int n, IndexRange visible, const RowRecipes& recipes) {
     const float* mul = recipes.mul.get();
     const float* ref = recipes.ref.get();
     const float* factor = recipes.factor.get();
     const float* log2_norm = recipes.log2_norm.get();
 #pragma omp simd
     for (int i = 0; i < n; ++i) row[i] = recomputed_probability<Isa>(row[i], mul[i], ref[i], factor[i], log2_norm[i]);
-    fill_floats(row, first, 0.0f);
-    fill_floats(row + end, n - end, 0.0f);
+    zero_outside(row, n, visible);
+}
+
+// dS ∘= the softcap's derivative: `count` elements of a tile.
+FA4J_INLINE void multiply_elements(float* ds, const float* cap_derivative, int count) {
+#pragma omp simd
+    for (int e = 0; e < count; ++e) ds[e] *= cap_derivative[e];
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -127,6 +146,7 @@ struct StatsKernel {
         load_tile<Elem>(p.dout, b, h, i0, rows, rows, d, dout);
         load_tile<Elem>(p.out, b, h, i0, rows, rows, d, out);
         const float* lse = p.lse.data + b * p.lse.batch_stride + h * p.lse.head_stride;
+        const bool transformed = transforms_scores(config.features);
         bool rerun = false;
         for (int r = 0; r < rows; ++r) {
             // Summed in the order, and with the fused steps, of the tile products that give dP = dout·v
@@ -139,7 +159,7 @@ struct StatsKernel {
             const int64_t index = stats_index(shape, b, h, i0 + r);
             const float row_lse = lse[(i0 + r) * p.lse.seq_stride];
             stats.delta[index] = dot;
-            stats.mul[index] = config.softmax_scale;
+            stats.mul[index] = transformed ? 1.0f : config.softmax_scale;
             stats.ref[index] = row_lse == -kInf ? kInf : row_lse;
             stats.factor[index] = kLog2e;
             stats.log2_norm[index] = 0.0f;
@@ -149,11 +169,12 @@ struct StatsKernel {
         // The forward's statistics of this tile, by the forward's own code on the same tiles. Every row of
         // the tile takes them: they are exact wherever lse is.
         start_query_tile<Elem>(config, p.q, b, h, i0, rows, w);
-        const int64_t key_end = key_end_for_rows(config, i0, rows);
-        for (int64_t j0 = 0; j0 < key_end; j0 += kBlockK)
-            softmax_key_tile<Isa, Elem>(config, p.k, b, h / shape.group_size(), j0,
-                                        static_cast<int>(std::min<int64_t>(kBlockK, key_end - j0)), i0, rows, w);
-        const float sign = config.softmax_scale < 0.0f ? -1.0f : 1.0f;
+        const HeadScores hs = head_scores(config, b, h);
+        const IndexRange key_range = hs.window.keys_of_rows(i0, rows);
+        for (int64_t j0 = key_range.begin; j0 < key_range.end; j0 += kBlockK)
+            softmax_key_tile<Isa, Elem>(config, hs, p.k, b, h / shape.group_size(), j0,
+                                        static_cast<int>(std::min<int64_t>(kBlockK, key_range.end - j0)), i0, rows, w);
+        const float sign = transformed || config.softmax_scale >= 0.0f ? 1.0f : -1.0f;
         for (int r = 0; r < rows; ++r) {
             const float sum = w.running_sum.get()[r];
             if (!(sum > 0.0f)) continue;  // attends nothing: P = 0 from lse = -inf already
@@ -172,12 +193,13 @@ struct StatsKernel {
 struct KeyPassScratch {
     explicit KeyPassScratch(int d)
         : kt(d * kBlockK), vt(d * kBlockK), dk(kBlockK * d), dv(kBlockK * d), q(kBlockQ * d), dout(kBlockQ * d),
-          p(kBlockQ * kBlockK), ds(kBlockQ * kBlockK), recipes(kBlockQ) {}
-    FloatBuffer kt, vt;   // [d x keys_pad]
-    FloatBuffer dk, dv;   // [keys_pad x d]
-    FloatBuffer q, dout;  // [rows_pad x d]
-    FloatBuffer p, ds;    // [rows_pad x keys_pad]: P, and dP turned into dS in place
-    RowRecipes recipes;   // [rows_pad]
+          p(kBlockQ * kBlockK), ds(kBlockQ * kBlockK), cap_derivative(kBlockQ * kBlockK), recipes(kBlockQ) {}
+    FloatBuffer kt, vt;            // [d x keys_pad]
+    FloatBuffer dk, dv;            // [keys_pad x d]
+    FloatBuffer q, dout;           // [rows_pad x d]
+    FloatBuffer p, ds;             // [rows_pad x keys_pad]: P, and dP turned into dS in place
+    FloatBuffer cap_derivative;    // [rows_pad x keys_pad], with softcap
+    RowRecipes recipes;            // [rows_pad]
 };
 
 struct KeyPassKernel {
@@ -205,18 +227,25 @@ struct KeyPassKernel {
         fill_floats(dk, keys_pad * d, 0.0f);
         fill_floats(dv, keys_pad * d, 0.0f);
 
-        const int64_t q_begin = first_query_for_key(config, j0);
+        const bool transformed = transforms_scores(config.features);
+        const bool capped = config.features.softcap > 0.0f;
+        const IndexRange query_range = score_window(config).queries_of_keys(j0, keys);
         for (int64_t h = h_kv * shape.group_size(); h < (h_kv + 1) * shape.group_size(); ++h) {
-            for (int64_t i0 = q_begin; i0 < shape.seqlen_q; i0 += kBlockQ) {
-                const int rows = static_cast<int>(std::min<int64_t>(kBlockQ, shape.seqlen_q - i0));
+            const HeadScores hs = head_scores(config, b, h);
+            for (int64_t i0 = query_range.begin; i0 < query_range.end; i0 += kBlockQ) {
+                const int rows = static_cast<int>(std::min<int64_t>(kBlockQ, query_range.end - i0));
                 const int rows_pad = round_up(rows, kRowPad);
                 load_tile<Elem>(problem.q, b, h, i0, rows, rows_pad, d, q);
                 load_tile<Elem>(problem.dout, b, h, i0, rows, rows_pad, d, dout);
                 load_row_stats(shape, stats, b, h, i0, rows, rows_pad, w.recipes);
 
                 matmul<Isa, false>(rows_pad, keys_pad, d, q, d, kt, keys_pad, p, keys_pad);  // S = Q Kᵀ
+                if (transformed)  // row r is query i0 + r, lane jj key j0 + jj
+                    transform_score_tile<Isa, true>(p, w.cap_derivative.get(), rows_pad, keys_pad, config.softmax_scale,
+                                                    hs, hs.window.aligned(i0) - j0, 1, -1);
                 for (int r = 0; r < rows_pad; ++r) {
-                    const int visible = r < rows ? visible_keys(config, i0 + r, j0, keys) : 0;
+                    const IndexRange visible =
+                        r < rows ? local_range(hs.window.keys_of(i0 + r), j0, keys) : IndexRange{0, 0};
                     probabilities_row<Isa>(p + r * keys_pad, keys_pad, visible, w.recipes, r);
                 }
                 matmul<Isa, true, true>(keys_pad, d, rows_pad, p, keys_pad, dout, d, dv, d);   // dV += Pᵀ dO
@@ -228,6 +257,7 @@ struct KeyPassKernel {
 #pragma omp simd
                     for (int j = 0; j < keys_pad; ++j) ds_row[j] = p_row[j] * (ds_row[j] - row_delta);
                 }
+                if (capped) multiply_elements(ds, w.cap_derivative.get(), rows_pad * keys_pad);
                 matmul<Isa, true, true>(keys_pad, d, rows_pad, ds, keys_pad, q, d, dk, d);  // dK += dSᵀ Q (unscaled)
             }
         }
@@ -243,12 +273,13 @@ struct KeyPassKernel {
 struct QueryPassScratch {
     explicit QueryPassScratch(int d)
         : qt(d * kBlockQ), doutt(d * kBlockQ), dq(kBlockQ * d), k(kBlockK * d), v(kBlockK * d),
-          pt(kBlockK * kBlockQ), dst(kBlockK * kBlockQ), recipes(kBlockQ) {}
-    FloatBuffer qt, doutt;  // [d x rows_pad]
-    FloatBuffer dq;         // [rows_pad x d]
-    FloatBuffer k, v;       // [keys_pad x d]
-    FloatBuffer pt, dst;    // [keys_pad x rows_pad]: Pᵀ, and dPᵀ turned into dSᵀ in place
-    RowRecipes recipes;     // [rows_pad]
+          pt(kBlockK * kBlockQ), dst(kBlockK * kBlockQ), cap_derivative(kBlockK * kBlockQ), recipes(kBlockQ) {}
+    FloatBuffer qt, doutt;       // [d x rows_pad]
+    FloatBuffer dq;              // [rows_pad x d]
+    FloatBuffer k, v;            // [keys_pad x d]
+    FloatBuffer pt, dst;         // [keys_pad x rows_pad]: Pᵀ, and dPᵀ turned into dSᵀ in place
+    FloatBuffer cap_derivative;  // [keys_pad x rows_pad], with softcap
+    RowRecipes recipes;          // [rows_pad]
 };
 
 struct QueryPassKernel {
@@ -261,7 +292,9 @@ struct QueryPassKernel {
         const auto [b, h, i0, rows] = query_tile_of_task(shape, task);
         const int64_t h_kv = h / shape.group_size();
         const int rows_pad = round_up(rows, kRowPad);
-        const int64_t offset = shape.causal_offset();
+        const HeadScores hs = head_scores(config, b, h);
+        const bool transformed = transforms_scores(config.features);
+        const bool capped = config.features.softcap > 0.0f;
 
         float* const qt = w.qt.get();
         float* const doutt = w.doutt.get();
@@ -277,19 +310,21 @@ struct QueryPassKernel {
         load_row_stats(shape, stats, b, h, i0, rows, rows_pad, w.recipes);
         fill_floats(dq, rows_pad * d, 0.0f);
 
-        const int64_t key_end = key_end_for_rows(config, i0, rows);
-        for (int64_t j0 = 0; j0 < key_end; j0 += kBlockK) {
-            const int keys = static_cast<int>(std::min<int64_t>(kBlockK, key_end - j0));
+        const IndexRange key_range = hs.window.keys_of_rows(i0, rows);
+        for (int64_t j0 = key_range.begin; j0 < key_range.end; j0 += kBlockK) {
+            const int keys = static_cast<int>(std::min<int64_t>(kBlockK, key_range.end - j0));
             const int keys_pad = round_up(keys, kRowPad);
             load_tile<Elem>(problem.k, b, h_kv, j0, keys, keys_pad, d, k);
             load_tile<Elem>(problem.v, b, h_kv, j0, keys, keys_pad, d, v);
 
             matmul<Isa, false>(keys_pad, rows_pad, d, k, d, qt, rows_pad, pt, rows_pad);  // Sᵀ = K Qᵀ
+            if (transformed)  // row jj is key j0 + jj, lane i query i0 + i
+                transform_score_tile<Isa, true>(pt, w.cap_derivative.get(), keys_pad, rows_pad, config.softmax_scale, hs,
+                                                hs.window.aligned(i0) - j0, -1, 1);
             for (int jj = 0; jj < keys_pad; ++jj) {
-                const int first =
-                    config.causal ? static_cast<int>(std::clamp<int64_t>(j0 + jj - offset - i0, 0, rows)) : 0;
-                const int end = jj < keys ? rows : 0;
-                probabilities_column<Isa>(pt + jj * rows_pad, rows_pad, first, end, w.recipes);
+                const IndexRange visible =
+                    jj < keys ? local_range(hs.window.queries_of(j0 + jj), i0, rows) : IndexRange{0, 0};
+                probabilities_column<Isa>(pt + jj * rows_pad, rows_pad, visible, w.recipes);
             }
             matmul<Isa, false>(keys_pad, rows_pad, d, v, d, doutt, rows_pad, dst, rows_pad);  // dPᵀ = V dOᵀ
             for (int jj = 0; jj < keys_pad; ++jj) {
@@ -298,6 +333,7 @@ struct QueryPassKernel {
 #pragma omp simd
                 for (int i = 0; i < rows_pad; ++i) ds_row[i] = p_row[i] * (ds_row[i] - delta[i]);
             }
+            if (capped) multiply_elements(dst, w.cap_derivative.get(), keys_pad * rows_pad);
             matmul<Isa, true, true>(rows_pad, d, keys_pad, dst, rows_pad, k, d, dq, d);  // dQ += dS K (unscaled)
         }
         store_tile<Elem, true>(dq, config.softmax_scale, problem.dq, b, h, i0, rows, d);

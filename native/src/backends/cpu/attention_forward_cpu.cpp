@@ -1,7 +1,7 @@
 // FlashAttention-2 forward on the CPU. One task is one tile of kBlockQ query rows of one (batch, head);
-// it walks the key tiles its rows may attend, keeping per query a running maximum and sum of the
-// exponentiated scores (online softmax) and an output accumulator rescaled whenever the maximum grows.
-// Extra memory is a few tiles per thread, whatever the sequence lengths.
+// it walks the key tiles its rows may attend (core/score_mask.hpp), keeping per query a running maximum
+// and sum of the exponentiated scores (online softmax) and an output accumulator rescaled whenever the
+// maximum grows. Extra memory is a few tiles per thread, whatever the sequence lengths.
 //
 // Scores are computed transposed, Sᵀ = K Qᵀ (keys are rows): then Qᵀ is made once per task, key and
 // value tiles are used as stored, and the softmax statistics of all queries update together along
@@ -55,24 +55,25 @@ struct ForwardKernel {
         start_query_tile<Elem>(config, p.q, b, h, i0, rows, w);
         fill_floats(acc, rows_pad * d, 0.0f);
 
-        const int64_t key_end = key_end_for_rows(config, i0, rows);
-        for (int64_t j0 = 0; j0 < key_end; j0 += kBlockK) {
-            const int keys = static_cast<int>(std::min<int64_t>(kBlockK, key_end - j0));
+        const HeadScores hs = head_scores(config, b, h);
+        const IndexRange key_range = hs.window.keys_of_rows(i0, rows);
+        for (int64_t j0 = key_range.begin; j0 < key_range.end; j0 += kBlockK) {
+            const int keys = static_cast<int>(std::min<int64_t>(kBlockK, key_range.end - j0));
             const int keys_pad = round_up(keys, kRowPad);
-            softmax_key_tile<Isa, Elem>(config, p.k, b, h_kv, j0, keys, i0, rows, w);
+            softmax_key_tile<Isa, Elem>(config, hs, p.k, b, h_kv, j0, keys, i0, rows, w);
             load_tile<Elem>(p.v, b, h_kv, j0, keys, keys_pad, d, v);
             for (int r = 0; r < rows_pad; ++r)
                 if (alpha[r] != 1.0f) scale_row(acc + r * d, d, alpha[r]);
             matmul<Isa, true, true>(rows_pad, d, keys_pad, st, rows_pad, v, d, acc, d);  // O += P V
         }
 
-        const float abs_scale = std::fabs(config.softmax_scale);
+        const float unit = score_unit(config);
         float* const lse = p.lse.data + b * p.lse.batch_stride + h * p.lse.head_stride;
         for (int r = 0; r < rows; ++r) {
             const float sum = running_sum[r];
             // A query that attends nothing keeps sum 0: its output is 0 and its logsumexp -inf.
             scale_row(acc + r * d, d, sum > 0.0f ? 1.0f / sum : 0.0f);
-            lse[(i0 + r) * p.lse.seq_stride] = row_logsumexp(running_max[r], abs_scale, sum);
+            lse[(i0 + r) * p.lse.seq_stride] = row_logsumexp(running_max[r], unit, sum);
         }
         store_tile<Elem>(acc, 1.0f, p.out, b, h, i0, rows, d);
     }

@@ -1,5 +1,5 @@
-// How the CPU kernels cut attention into tiles: tile sizes, padding, the causal geometry of a tile
-// pair, and the aligned scratch buffers tiles live in.
+// How the CPU kernels cut attention into tiles: tile sizes, padding, the order of tasks, and the aligned
+// scratch buffers tiles live in. Which tile pairs and elements the mask leaves is core/score_mask.hpp's.
 #pragma once
 
 #include <algorithm>
@@ -37,27 +37,6 @@ FA4J_INLINE void fill_floats(float* data, int count, float value) {
 }
 
 inline int64_t ceil_div(int64_t value, int64_t divisor) { return (value + divisor - 1) / divisor; }
-
-// Rows [i0, i0 + rows) of queries attend at most keys [0, key_end): all keys, or with the causal mask
-// those up to the last row's diagonal.
-inline int64_t key_end_for_rows(const AttentionConfig& config, int64_t i0, int64_t rows) {
-    const AttentionShape& s = config.shape;
-    if (!config.causal) return s.seqlen_k;
-    return std::clamp<int64_t>(i0 + rows + s.causal_offset(), 0, s.seqlen_k);
-}
-
-// Query i attends keys [j0, j0 + visible) of the tile of `keys` keys starting at j0.
-inline int visible_keys(const AttentionConfig& config, int64_t i, int64_t j0, int keys) {
-    if (!config.causal) return keys;
-    return static_cast<int>(std::clamp<int64_t>(i + config.shape.causal_offset() - j0 + 1, 0, keys));
-}
-
-// The first query that may attend key j (every query from it on does).
-inline int64_t first_query_for_key(const AttentionConfig& config, int64_t j) {
-    const AttentionShape& s = config.shape;
-    if (!config.causal) return 0;
-    return std::clamp<int64_t>(j - s.causal_offset(), 0, s.seqlen_q);
-}
 
 // The query tile a task works on. Heads are outermost, so that threads running at the same time
 // share one head's keys and values in cache; within a head tiles run last to first, which under the
