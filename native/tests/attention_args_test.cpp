@@ -151,6 +151,13 @@ Outcome entry_points_agree() {
     if (std::memcmp(out1.f.data(), out2.f.data(), out1.f.size() * 4) != 0 ||
         std::memcmp(lse1.f.data(), lse2.f.data(), lse1.f.size() * 4) != 0)
         fail(o, "forward results differ between the entry points");
+    // The window [unbounded, 0] is the causal mask however it is said.
+    Host out3 = Host::filled({2, 33, 4, 32}, NAN), lse3 = Host::filled({2, 4, 33}, NAN);
+    fa4j_attention_args w = forward_args(q, k, v, out3, lse3);
+    w.softmax_scale = 0.2f;
+    w.window_right = 0;
+    if (!call_ok(o, fa4j_attention(&w, nullptr), "window [-1, 0] forward")) return o;
+    if (std::memcmp(out1.f.data(), out3.f.data(), out1.f.size() * 4) != 0) fail(o, "window [-1, 0] differs from causal");
     Host dq1 = Host::filled({2, 33, 4, 32}, NAN), dk1 = Host::filled({2, 40, 2, 32}, NAN), dv1 = Host::filled({2, 40, 2, 32}, NAN);
     Host dq2 = Host::filled({2, 33, 4, 32}, NAN), dk2 = Host::filled({2, 40, 2, 32}, NAN), dv2 = Host::filled({2, 40, 2, 32}, NAN);
     if (!call_ok(o, fa4j_attention_backward(&params, &dout.t, &q.t, &k.t, &v.t, &out1.t, &lse1.t, &dq1.t, &dk1.t, &dv1.t, nullptr),

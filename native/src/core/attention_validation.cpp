@@ -203,6 +203,9 @@ void check_features(const fa4j_attention_args& a, const Common& c, AttentionConf
     f.window_left = a.window_left < 0 ? ScoreFeatures::kUnbounded : a.window_left;
     f.window_right = a.window_right < 0 ? ScoreFeatures::kUnbounded : a.window_right;
     if (config.causal) f.window_right = f.window_right == ScoreFeatures::kUnbounded ? 0 : std::min<int64_t>(f.window_right, 0);
+    // The window [unbounded, 0] is the causal mask, whichever way the caller said it: kernels that know
+    // only `causal` then run it too.
+    if (f.window_left == ScoreFeatures::kUnbounded && f.window_right == 0) config.causal = true;
     if (a.alibi_slopes != nullptr) {
         const fa4j_tensor& t = *a.alibi_slopes;
         require(t.ndim == 1 || t.ndim == 2, "alibi_slopes must be float32 [heads_q] or [batch, heads_q]");
