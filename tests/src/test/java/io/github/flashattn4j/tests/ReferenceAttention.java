@@ -156,8 +156,9 @@ final class ReferenceAttention {
     }
 
     /**
-     * Gradients for upstream gradient {@code dout}; {@code out} is this implementation's own forward
-     * output, as a kernel's backward uses its own.
+     * Gradients for upstream gradient {@code dout}; {@code out} is the forward output this backward is
+     * given: usually this implementation's own, as a kernel's backward uses its own, or the kernel's, to
+     * judge a kernel's backward on the same inputs (AttentionPropertiesTest).
      */
     Gradients backward(Problem p, float[] q, float[] k, float[] v, double[] out, float[] dout) {
         double[] dq = new double[q.length], dk = new double[k.length], dv = new double[v.length];
