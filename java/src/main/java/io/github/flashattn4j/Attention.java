@@ -358,11 +358,13 @@ public final class Attention {
         // Held open so that no input is freed while the query reads its descriptor (or, on the CPU, the
         // sequence offsets); no work is queued, so no stream use is recorded.
         try (Arena arena = Arena.ofConfined(); Leases leases = Leases.forQuery(call.arguments())) {
-            MemorySegment supported = arena.allocate(ValueLayout.JAVA_INT);
+            MemorySegment status = arena.allocate(ValueLayout.JAVA_INT);
             MemorySegment reason = arena.allocate(REASON_CAPACITY);
-            NativeCalls.check(flashattn4j_h.fa4j_attention_support(call.describeUnallocated(arena), supported, reason,
+            NativeCalls.check(flashattn4j_h.fa4j_attention_support(call.describeUnallocated(arena), status, reason,
                     REASON_CAPACITY));
-            return supported.get(ValueLayout.JAVA_INT, 0) != 0 ? Support.SUPPORTED : new Support(false, reason.getString(0));
+            // The status says which exception the call would throw; the answer needs only whether it would.
+            return status.get(ValueLayout.JAVA_INT, 0) == flashattn4j_h.FA4J_OK() ? Support.SUPPORTED
+                    : new Support(false, reason.getString(0));
         }
     }
 

@@ -20,9 +20,10 @@ import java.util.Objects;
  * a rule that drifted would at worst be caught twice, never let a call through. The support query
  * ({@link Attention#checkForward}) runs them too, so that it reports the message the call would throw.
  *
- * <p>Why not leave everything to {@code fa4j_attention_support} before allocating? It answers whether a
- * call is supported and why not, but not with which status: the call's exception type (invalid argument
- * or unsupported) cannot be told from its answer.
+ * <p>Why not leave everything to {@code fa4j_attention_support} before allocating? Now that it also returns
+ * the status the call would fail with, it could: describing the unallocated outputs needs well-formed
+ * input ranks, which these checks establish first. Moving the remaining rules to the native query is the
+ * next step (one definition of each rule).
  */
 final class AttentionChecks {
 
