@@ -307,9 +307,15 @@ public final class Attention {
         return new AttentionGradients(outputs[0], outputs[1], outputs[2]);
     }
 
-    /** Checks the inputs, then allocates the outputs and runs the call into them. */
+    /**
+     * Checks the call in full before allocating anything (the native query with the outputs described but
+     * not allocated: the call's own validation, status and message), then allocates the outputs and runs
+     * the call into them.
+     */
     private static Tensor[] allocate(AttentionCall call, CudaStream stream) {
-        AttentionChecks.check(call, stream);  // before allocating anything
+        AttentionChecks.check(call, stream);
+        Refusal refusal = ask(call);
+        if (refusal != null) throw FlashAttnException.of(refusal.status(), refusal.reason());
         long[][] shapes = call.outputShapes();
         DType[] dtypes = call.outputDtypes();
         // The scope frees the new tensors only if something fails before they are handed over.
@@ -355,6 +361,18 @@ public final class Attention {
         } catch (FlashAttnException e) {
             return new Support(false, e.getMessage());
         }
+        Refusal refusal = ask(call);
+        return refusal == null ? Support.SUPPORTED : new Support(false, refusal.reason());
+    }
+
+    /** Why the native library would refuse a call: the status it would return and its message. */
+    private record Refusal(FlashAttnException.Status status, String reason) {}
+
+    /**
+     * {@code fa4j_attention_support} on the call with its outputs described but not allocated
+     * ({@link AttentionCall#describeUnallocated}); null if the call would be accepted.
+     */
+    private static Refusal ask(AttentionCall call) {
         // Held open so that no input is freed while the query reads its descriptor (or, on the CPU, the
         // sequence offsets); no work is queued, so no stream use is recorded.
         try (Arena arena = Arena.ofConfined(); Leases leases = Leases.forQuery(call.arguments())) {
@@ -362,9 +380,9 @@ public final class Attention {
             MemorySegment reason = arena.allocate(REASON_CAPACITY);
             NativeCalls.check(flashattn4j_h.fa4j_attention_support(call.describeUnallocated(arena), status, reason,
                     REASON_CAPACITY));
-            // The status says which exception the call would throw; the answer needs only whether it would.
-            return status.get(ValueLayout.JAVA_INT, 0) == flashattn4j_h.FA4J_OK() ? Support.SUPPORTED
-                    : new Support(false, reason.getString(0));
+            int code = status.get(ValueLayout.JAVA_INT, 0);
+            return code == flashattn4j_h.FA4J_OK() ? null
+                    : new Refusal(FlashAttnException.Status.ofCode(code), reason.getString(0));
         }
     }
 
