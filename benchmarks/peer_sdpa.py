@@ -53,10 +53,12 @@ def flops(b, n, h, d, causal, backward):
 # Correctness, in process
 # ------------------------------------------------------------------------------------------------------
 
-def reference(torch, q, k, v, dout, causal):
-    """float64 attention and its gradients on [B, N, H, d] tensors (GQA by repeating kv heads); causal is
-    bottom-right aligned, like ours and flash-attn's."""
-    qd, kd, vd = (t.detach().double().requires_grad_() for t in (q, k, v))
+def attention_with_grads(torch, q, k, v, dout, causal, in_float64):
+    """Attention and its gradients on [B, N, H, d] tensors (GQA by repeating kv heads), causal bottom-right
+    aligned like ours and flash-attn's: in float64 (the reference), or in the tensors' own dtype with a
+    float32 softmax (the 'plain implementation' of FlashAttention's tolerance rule)."""
+    cast = (lambda t: t.double()) if in_float64 else (lambda t: t.clone())
+    qd, kd, vd = (cast(t.detach()).requires_grad_() for t in (q, k, v))
     group = q.shape[2] // k.shape[2]
     kr, vr = (t.repeat_interleave(group, dim=2) for t in (kd, vd))
     s = torch.einsum("bqhd,bkhd->bhqk", qd, kr) / math.sqrt(q.shape[-1])
@@ -65,26 +67,9 @@ def reference(torch, q, k, v, dout, causal):
         i = torch.arange(nq, device=q.device)[:, None]
         j = torch.arange(nk, device=q.device)[None, :]
         s = s.masked_fill(j > i + nk - nq, float("-inf"))
-    p = torch.softmax(s, dim=-1).nan_to_num(0.0)  # rows that see no key: out = 0
+    p = torch.softmax(s if in_float64 else s.float(), dim=-1).nan_to_num(0.0).to(qd.dtype)  # no key: out = 0
     out = torch.einsum("bhqk,bkhd->bqhd", p, vr)
-    out.backward(dout.double())
-    return out.detach(), qd.grad, kd.grad, vd.grad
-
-
-def same_dtype(torch, q, k, v, dout, causal):
-    """The same computation in the tensors' own dtype (the 'plain implementation' of FA's tolerance rule)."""
-    qd, kd, vd = (t.detach().clone().requires_grad_() for t in (q, k, v))
-    group = q.shape[2] // k.shape[2]
-    kr, vr = (t.repeat_interleave(group, dim=2) for t in (kd, vd))
-    s = torch.einsum("bqhd,bkhd->bhqk", qd, kr) / math.sqrt(q.shape[-1])
-    nq, nk = q.shape[1], k.shape[1]
-    if causal:
-        i = torch.arange(nq, device=q.device)[:, None]
-        j = torch.arange(nk, device=q.device)[None, :]
-        s = s.masked_fill(j > i + nk - nq, float("-inf"))
-    p = torch.softmax(s.float(), dim=-1).nan_to_num(0.0).to(q.dtype)
-    out = torch.einsum("bhqk,bkhd->bqhd", p, vr)
-    out.backward(dout)
+    out.backward(cast(dout))
     return out.detach(), qd.grad, kd.grad, vd.grad
 
 
@@ -109,8 +94,8 @@ def check(torch, fa4j):
                 fa4j.backward_into(dout, q, k, v, out, lse, dq, dk, dv, causal=causal)
                 if device == "cuda":
                     torch.cuda.synchronize()
-                ref = reference(torch, q, k, v, dout, causal)
-                plain = same_dtype(torch, q, k, v, dout, causal)
+                ref = attention_with_grads(torch, q, k, v, dout, causal, in_float64=True)
+                plain = attention_with_grads(torch, q, k, v, dout, causal, in_float64=False)
                 report = []
                 ok = True
                 for name, got, r, pl in zip(("out", "dq", "dk", "dv"), (out, dq, dk, dv), ref, plain):

@@ -368,8 +368,8 @@ typedef enum fa4j_attention_direction {
  * A query row that may attend no key gets out = 0, lse = -infinity and zero gradients.
  *
  * The capability query fa4j_attention_support answers, without running anything, whether a call is
- * supported by the kernels it would run on, and if not why: the same message fa4j_attention would fail
- * with.
+ * supported by the kernels it would run on, and if not why: the same status and message fa4j_attention
+ * would fail with.
  */
 typedef struct fa4j_attention_args {
     size_t struct_size;
@@ -401,12 +401,14 @@ typedef struct fa4j_attention_args {
 /* Runs the call `args` describes: queued on `stream` on CUDA, finished on return on the CPU. */
 FA4J_API fa4j_status fa4j_attention(const fa4j_attention_args* args, fa4j_stream stream);
 
-/* Whether fa4j_attention(args) would be accepted: *supported = 1, or 0 with the reason copied into
- * `reason` (NUL-terminated, truncated to reason_capacity; reason may be NULL when reason_capacity is 0).
- * Validates exactly as fa4j_attention does (arguments, shapes, devices, features, kernel family) but
- * launches nothing and reads no tensor data except host-side sequence lengths. Returns FA4J_OK whenever
- * it could answer, also for an unsupported call. */
-FA4J_API fa4j_status fa4j_attention_support(const fa4j_attention_args* args, int32_t* supported, char* reason,
+/* Whether fa4j_attention(args) would be accepted: *status = FA4J_OK, or the status fa4j_attention would
+ * return (FA4J_ERROR_INVALID_ARGUMENT, FA4J_ERROR_UNSUPPORTED, FA4J_ERROR_NO_DEVICE, ...) with its message
+ * copied into `reason` (NUL-terminated, truncated to reason_capacity; reason may be NULL when
+ * reason_capacity is 0). Validates exactly as fa4j_attention does (arguments, shapes, devices, features,
+ * kernel family) but launches nothing, allocates nothing and reads no tensor data except host-side
+ * sequence lengths, so outputs may be described at addresses that hold no memory. Returns FA4J_OK
+ * whenever it could answer, also for a call that would fail. */
+FA4J_API fa4j_status fa4j_attention_support(const fa4j_attention_args* args, int32_t* status, char* reason,
                                             size_t reason_capacity);
 
 #ifdef __cplusplus

@@ -89,9 +89,13 @@ fa4j_attention_args forward_args(const Host& q, const Host& k, const Host& v, co
     return a;
 }
 
-std::string support(const fa4j_attention_args& a, int32_t* supported) {
+// The query's reason; *supported = 1 when its status is FA4J_OK, else 0, and *status_out its status.
+std::string support(const fa4j_attention_args& a, int32_t* supported, int32_t* status_out = nullptr) {
     char reason[512];
-    if (fa4j_attention_support(&a, supported, reason, sizeof reason) != FA4J_OK) return "support query failed: " + last_error_message();
+    int32_t status = -1;
+    if (fa4j_attention_support(&a, &status, reason, sizeof reason) != FA4J_OK) return "support query failed: " + last_error_message();
+    *supported = status == FA4J_OK ? 1 : 0;
+    if (status_out != nullptr) *status_out = status;
     return reason;
 }
 
@@ -106,22 +110,25 @@ Outcome capability_query() {
     if (supported != 1 || !why.empty()) fail(o, "a plain CPU call is not supported: " + why);
 
     a.kernel_family = FA4J_KERNEL_SM80;
-    why = support(a, &supported);
+    int32_t answered = -1;
+    why = support(a, &supported, &answered);
     o.detail += " SM80 on CPU tensors: " + why;
     if (supported != 0 || why.find("CUDA tensors") == std::string::npos) fail(o, "SM80 family accepted CPU tensors");
     const fa4j_status status = fa4j_attention(&a, nullptr);
-    if (status != FA4J_ERROR_UNSUPPORTED || why.find(last_error_message()) == std::string::npos)
+    if (status != FA4J_ERROR_UNSUPPORTED || answered != status || why != last_error_message())
         fail(o, "the call's error differs from the query's answer: " + last_error_message());
 
     a.kernel_family = FA4J_KERNEL_AUTO;
     a.direction = 7;
-    why = support(a, &supported);
-    if (supported != 0 || why.find("direction") == std::string::npos) fail(o, "direction 7 not refused: " + why);
+    why = support(a, &supported, &answered);
+    if (supported != 0 || answered != FA4J_ERROR_INVALID_ARGUMENT || why.find("direction") == std::string::npos)
+        fail(o, "direction 7 not refused as an invalid argument: " + why);
     a.direction = FA4J_ATTENTION_FORWARD;
 
     char tiny[8];
     a.softcap = -1;
-    if (fa4j_attention_support(&a, &supported, tiny, sizeof tiny) != FA4J_OK || supported != 0 || std::strlen(tiny) != 7)
+    int32_t refused = FA4J_OK;
+    if (fa4j_attention_support(&a, &refused, tiny, sizeof tiny) != FA4J_OK || refused == FA4J_OK || std::strlen(tiny) != 7)
         fail(o, "reason not truncated to the capacity");
     a.softcap = 0;
     o.detail += " null supported";
@@ -151,6 +158,13 @@ Outcome entry_points_agree() {
     if (std::memcmp(out1.f.data(), out2.f.data(), out1.f.size() * 4) != 0 ||
         std::memcmp(lse1.f.data(), lse2.f.data(), lse1.f.size() * 4) != 0)
         fail(o, "forward results differ between the entry points");
+    // The window [unbounded, 0] is the causal mask however it is said.
+    Host out3 = Host::filled({2, 33, 4, 32}, NAN), lse3 = Host::filled({2, 4, 33}, NAN);
+    fa4j_attention_args w = forward_args(q, k, v, out3, lse3);
+    w.softmax_scale = 0.2f;
+    w.window_right = 0;
+    if (!call_ok(o, fa4j_attention(&w, nullptr), "window [-1, 0] forward")) return o;
+    if (std::memcmp(out1.f.data(), out3.f.data(), out1.f.size() * 4) != 0) fail(o, "window [-1, 0] differs from causal");
     Host dq1 = Host::filled({2, 33, 4, 32}, NAN), dk1 = Host::filled({2, 40, 2, 32}, NAN), dv1 = Host::filled({2, 40, 2, 32}, NAN);
     Host dq2 = Host::filled({2, 33, 4, 32}, NAN), dk2 = Host::filled({2, 40, 2, 32}, NAN), dv2 = Host::filled({2, 40, 2, 32}, NAN);
     if (!call_ok(o, fa4j_attention_backward(&params, &dout.t, &q.t, &k.t, &v.t, &out1.t, &lse1.t, &dq1.t, &dk1.t, &dv1.t, nullptr),

@@ -12,18 +12,18 @@ extern "C" fa4j_status fa4j_attention(const fa4j_attention_args* args, fa4j_stre
     return fa4j::capi::guarded(__func__, [&] { fa4j::run(fa4j::validate(args), stream); });
 }
 
-extern "C" fa4j_status fa4j_attention_support(const fa4j_attention_args* args, int32_t* supported, char* reason,
+extern "C" fa4j_status fa4j_attention_support(const fa4j_attention_args* args, int32_t* status, char* reason,
                                               size_t reason_capacity) {
     return fa4j::capi::guarded(__func__, [&] {
-        fa4j::require(supported != nullptr, "supported is null");
+        fa4j::require(status != nullptr, "status is null");
         fa4j::require(reason != nullptr || reason_capacity == 0, "reason is null but reason_capacity is not 0");
-        *supported = 0;
+        *status = FA4J_OK;
         std::string why;
         try {
             fa4j::check_support(fa4j::validate(args));
-            *supported = 1;
         } catch (const fa4j::Error& e) {
-            // The message fa4j_attention would report, under its name.
+            // The status and message fa4j_attention would report, under its name.
+            *status = e.status();
             why = std::string("fa4j_attention: ") + e.what();
         }
         if (reason_capacity > 0) {

@@ -203,6 +203,9 @@ void check_features(const fa4j_attention_args& a, const Common& c, AttentionConf
     f.window_left = a.window_left < 0 ? ScoreFeatures::kUnbounded : a.window_left;
     f.window_right = a.window_right < 0 ? ScoreFeatures::kUnbounded : a.window_right;
     if (config.causal) f.window_right = f.window_right == ScoreFeatures::kUnbounded ? 0 : std::min<int64_t>(f.window_right, 0);
+    // The window [unbounded, 0] is the causal mask, whichever way the caller said it: kernels that know
+    // only `causal` then run it too.
+    if (f.window_left == ScoreFeatures::kUnbounded && f.window_right == 0) config.causal = true;
     if (a.alibi_slopes != nullptr) {
         const fa4j_tensor& t = *a.alibi_slopes;
         require(t.ndim == 1 || t.ndim == 2, "alibi_slopes must be float32 [heads_q] or [batch, heads_q]");
@@ -242,7 +245,6 @@ ValidatedCall validate(const fa4j_attention_args* args) {
             "direction must be FA4J_ATTENTION_FORWARD (0) or FA4J_ATTENTION_BACKWARD (1), got " + std::to_string(a.direction));
     require(a.kernel_family >= FA4J_KERNEL_AUTO && a.kernel_family <= FA4J_KERNEL_SM90,
             "kernel_family must be an fa4j_kernel_family value (0..3), got " + std::to_string(a.kernel_family));
-    require(std::isfinite(a.softmax_scale), "softmax_scale must be finite");
     require(a.num_threads >= 0, "num_threads must be >= 0");
     const bool forward = a.direction == FA4J_ATTENTION_FORWARD;
     const bool varlen = a.cu_seqlens_q != nullptr || a.cu_seqlens_k != nullptr;
@@ -253,6 +255,9 @@ ValidatedCall validate(const fa4j_attention_args* args) {
     config.num_threads = a.num_threads;
 
     Common c = check_qkv(a.q, a.k, a.v, varlen);
+    // After the shapes: a default scale of 1/sqrt(head_dim) is infinite for a bad head_dim, whose own
+    // message names the real cause.
+    require(std::isfinite(config.softmax_scale), "softmax_scale must be finite");
     check_softmax_scale(config.softmax_scale, c.shape.head_dim);
     check_qkv_devices(c, a.k, a.v);
     if (varlen) check_varlen(a, c, config);

@@ -17,9 +17,8 @@ inline void require_plain_dense(const AttentionConfig& config, const char* direc
     if (config.varlen.enabled()) refuse("variable-length batches (cu_seqlens)");
     if (config.features.softcap != 0) refuse("softcap");
     if (config.features.alibi_slopes != nullptr) refuse("ALiBi");
-    // Causal alone is the window [unbounded, 0], which the kernels do implement.
-    const bool causal_only = config.causal && config.features.window_left == ScoreFeatures::kUnbounded &&
-                             config.features.window_right == 0;
+    // The window [unbounded, 0] is the causal mask (validation sets `causal` for it), which the kernels implement.
+    const bool causal_only = config.features.window_left == ScoreFeatures::kUnbounded && config.features.window_right == 0;
     if (config.features.has_window() && !causal_only) refuse("sliding windows");
 }
 

@@ -1,11 +1,12 @@
 package io.github.flashattn4j;
 
-import io.github.flashattn4j.internal.bindings.fa4j_attention_params;
 import io.github.flashattn4j.internal.bindings.flashattn4j_h;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Objects;
 
@@ -17,16 +18,39 @@ import java.util.Objects;
  * dk, dv are {@code [batch, seqlen_k, heads_kv, head_dim]} with {@code heads_q} a multiple of
  * {@code heads_kv} (GQA/MQA); lse is float32 {@code [batch, heads_q, seqlen_q]}. Strides are free except
  * that head_dim must be contiguous. Supported dtypes: float32, float16, bfloat16 (all tensors alike except
- * lse); head dims: multiples of 8 up to 256. Causal masking is bottom-right aligned. A call the library
- * cannot run throws a {@link FlashAttnException} naming the argument at fault; the JVM is never at risk.
+ * lse); head dims: multiples of 8 up to 256. Causal masking is bottom-right aligned. Sliding windows,
+ * softcapping, ALiBi and a forced kernel family are {@link AttentionOptions}; the order in which they
+ * shape the scores is documented there. A call the library cannot run throws a {@link FlashAttnException}
+ * naming the argument at fault; the JVM is never at risk.
+ *
+ * <h2>Variable-length batches</h2>
+ * {@link #forward(PackedSequences, PackedSequences, Tensor, AttentionOptions)} and
+ * {@link #backward(Tensor, PackedSequences, PackedSequences, Tensor, Tensor, Tensor, AttentionOptions)}
+ * take sequences of different lengths packed without padding (flash-attn's {@code flash_attn_varlen_func}):
+ * q, out, dout, dq are {@code [total_q, heads_q, head_dim]}, k, v, dk, dv {@code [total_k, heads_kv,
+ * head_dim]} (v and the gradients share the keys' offsets), and lse is float32 {@code [heads_q, total_q]}.
+ * Masks, windows and ALiBi positions are aligned per sequence; a {@code [batch, heads_q]} ALiBi tensor gives
+ * each sequence its own slopes. Rows past the last offset belong to no sequence: what the call writes there
+ * is unspecified. Every dense method has a varlen twin taking {@link PackedSequences} for q and k. The CUDA
+ * backend does not implement varlen batches yet (refused as unsupported).
+ *
+ * <h2>Support queries</h2>
+ * {@link #checkForward(Tensor, Tensor, Tensor, AttentionOptions)} and its siblings answer, without running
+ * or allocating anything, whether the call with the same arguments would be accepted, and if not, why: the
+ * {@link Support#reason()} is the message of the exception the call would throw. Use them to pick a
+ * fallback (CPU tensors, no softcap, another kernel family) before committing to a configuration. They
+ * answer for the calls that allocate their outputs; a call into the caller's own outputs may further
+ * refuse those (shape, dtype, overlap, and on CUDA alignment).
  *
  * <h2>Errors</h2>
- * {@link FlashAttnException.InvalidArgument} for tensors that do not fit together (rank, dtype, shape,
- * heads, strides, device, overlapping outputs), {@link FlashAttnException.Unsupported} for a head dim the
- * library does not implement, {@link FlashAttnException.OutOfMemory} when outputs or workspace cannot be
- * allocated, {@link IllegalStateException} for a closed tensor or stream, {@link NullPointerException} for
- * a null argument. The methods that allocate their outputs check the inputs first, so a call that would be
- * refused allocates nothing.
+ * {@link FlashAttnException.InvalidArgument} for tensors or options that do not fit together (rank, dtype,
+ * shape, heads, strides, device, overlapping outputs, sequence offsets, ALiBi slopes, a scale beyond the
+ * representable range), {@link FlashAttnException.Unsupported} for what the library or the device's
+ * kernels do not implement (a head dim, a dtype or feature on CUDA, a kernel family that cannot run the
+ * call), {@link FlashAttnException.OutOfMemory} when outputs or workspace cannot be allocated,
+ * {@link IllegalStateException} for a closed tensor (ALiBi slopes and varlen offsets included) or stream,
+ * {@link NullPointerException} for a null argument. The methods that allocate their outputs check the
+ * inputs first, so a call refused for its inputs' ranks, dtypes or shapes allocates nothing.
  *
  * <h2>Where and when the work runs</h2>
  * All tensors of a call must be on one device (checked: {@link FlashAttnException.InvalidArgument}), which
@@ -42,11 +66,36 @@ import java.util.Objects;
  */
 public final class Attention {
 
+    // Longest message the native library writes (as NativeCalls reads its last error).
+    private static final long REASON_CAPACITY = 1 << 16;
+
     private Attention() {}
+
+    /**
+     * The answer of a support query: whether the call would be accepted, and if not, the message of the
+     * {@link FlashAttnException} it would throw.
+     *
+     * @param supported whether the call would be accepted
+     * @param reason    empty when supported; else why not, exactly as the call's exception message
+     */
+    public record Support(boolean supported, String reason) {
+        /** The answer for a supported call. */
+        public static final Support SUPPORTED = new Support(true, "");
+
+        /**
+         * @throws IllegalArgumentException if a supported call has a reason, or an unsupported one none
+         */
+        public Support {
+            Objects.requireNonNull(reason, "reason");
+            if (supported != reason.isEmpty()) {
+                throw new IllegalArgumentException(supported ? "a supported call has no reason" : "an unsupported call needs a reason");
+            }
+        }
+    }
 
     /** Attention forward into new tensors owned by the caller, on the default stream. */
     public static AttentionOutput forward(Tensor q, Tensor k, Tensor v, AttentionOptions options) {
-        return allocateForward(q, k, v, options, null);
+        return forwardResult(allocate(AttentionCall.forward(q, k, v, options), null));
     }
 
     /**
@@ -55,12 +104,12 @@ public final class Attention {
      */
     public static AttentionOutput forward(Tensor q, Tensor k, Tensor v, AttentionOptions options, CudaStream stream) {
         Objects.requireNonNull(stream, "stream");
-        return allocateForward(q, k, v, options, stream);
+        return forwardResult(allocate(AttentionCall.forward(q, k, v, options), stream));
     }
 
     /** Attention forward into caller-provided {@code out} and {@code lse} (no allocation), on the default stream. */
     public static void forwardInto(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, AttentionOptions options) {
-        runForward(q, k, v, out, lse, options, null);
+        into(AttentionCall.forward(q, k, v, options), null, out, lse);
     }
 
     /**
@@ -70,13 +119,13 @@ public final class Attention {
     public static void forwardInto(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, AttentionOptions options,
                                    CudaStream stream) {
         Objects.requireNonNull(stream, "stream");
-        runForward(q, k, v, out, lse, options, stream);
+        into(AttentionCall.forward(q, k, v, options), stream, out, lse);
     }
 
     /** Gradients of {@link #forward} with respect to q, k and v, in new tensors owned by the caller, on the default stream. */
     public static AttentionGradients backward(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse,
                                               AttentionOptions options) {
-        return allocateBackward(dout, q, k, v, out, lse, options, null);
+        return gradients(allocate(AttentionCall.backward(dout, q, k, v, out, lse, options), null));
     }
 
     /**
@@ -86,13 +135,13 @@ public final class Attention {
     public static AttentionGradients backward(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse,
                                               AttentionOptions options, CudaStream stream) {
         Objects.requireNonNull(stream, "stream");
-        return allocateBackward(dout, q, k, v, out, lse, options, stream);
+        return gradients(allocate(AttentionCall.backward(dout, q, k, v, out, lse, options), stream));
     }
 
     /** Gradients of {@link #forward} into caller-provided dq, dk, dv (overwritten; no allocation), on the default stream. */
     public static void backwardInto(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor dq,
                                     Tensor dk, Tensor dv, AttentionOptions options) {
-        runBackward(dout, q, k, v, out, lse, dq, dk, dv, options, null);
+        into(AttentionCall.backward(dout, q, k, v, out, lse, options), null, dq, dk, dv);
     }
 
     /**
@@ -102,72 +151,138 @@ public final class Attention {
     public static void backwardInto(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor dq,
                                     Tensor dk, Tensor dv, AttentionOptions options, CudaStream stream) {
         Objects.requireNonNull(stream, "stream");
-        runBackward(dout, q, k, v, out, lse, dq, dk, dv, options, stream);
+        into(AttentionCall.backward(dout, q, k, v, out, lse, options), stream, dq, dk, dv);
     }
 
-    // stream == null below means "the default stream" (and is how calls on CPU tensors run).
+    // ---------------------------------------------------------------------------------------------
+    // Variable-length batches
+    // ---------------------------------------------------------------------------------------------
 
-    private static AttentionOutput allocateForward(Tensor q, Tensor k, Tensor v, AttentionOptions options,
-                                                   CudaStream stream) {
-        AttentionChecks.forward(q, k, v, options, stream);  // before allocating anything
-        long[] s = q.shape();
-        // The scope frees the new tensors only if something fails before they are handed over.
-        try (TensorScope onFailure = TensorScope.open()) {
-            Tensor out = newOutput(onFailure, q.dtype(), q.device(), stream, s);
-            Tensor lse = newOutput(onFailure, DType.FLOAT32, q.device(), stream, s[0], s[2], s[1]);
-            callForward(q, k, v, out, lse, options, stream);
-            onFailure.releaseAll();
-            return new AttentionOutput(out, lse);
-        }
+    /**
+     * Attention forward over packed sequences of different lengths, into new tensors owned by the caller
+     * (out {@code [total_q, heads_q, head_dim]}, lse float32 {@code [heads_q, total_q]}), on the default
+     * stream. {@code k}'s offsets (and used lengths, if any) also describe {@code v}
+     * ({@code [total_k, heads_kv, head_dim]}); {@code q} and {@code k} must hold the same number of
+     * sequences.
+     */
+    public static AttentionOutput forward(PackedSequences q, PackedSequences k, Tensor v, AttentionOptions options) {
+        return forwardResult(allocate(AttentionCall.forward(q, k, v, options), null));
     }
 
-    private static void runForward(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, AttentionOptions options,
-                                   CudaStream stream) {
-        AttentionChecks.forward(q, k, v, options, stream, out, lse);
-        requireWritable(new Tensor[] {out, lse}, "out", "lse");
-        callForward(q, k, v, out, lse, options, stream);
+    /** {@link #forward(PackedSequences, PackedSequences, Tensor, AttentionOptions)} queued on {@code stream}. */
+    public static AttentionOutput forward(PackedSequences q, PackedSequences k, Tensor v, AttentionOptions options,
+                                          CudaStream stream) {
+        Objects.requireNonNull(stream, "stream");
+        return forwardResult(allocate(AttentionCall.forward(q, k, v, options), stream));
     }
 
-    /** The native call, for arguments that passed {@link AttentionChecks}. */
-    private static void callForward(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, AttentionOptions options,
-                                    CudaStream stream) {
-        try (Arena arena = Arena.ofConfined(); Leases leases = Leases.of(stream, q, k, v, out, lse)) {
-            MemorySegment params = params(arena, options, q.size(3));
-            NativeCalls.check(flashattn4j_h.fa4j_attention_forward(params, describe(q, arena), describe(k, arena),
-                    describe(v, arena), describe(out, arena), describe(lse, arena), leases.stream()));
-        }
+    /**
+     * {@link #forward(PackedSequences, PackedSequences, Tensor, AttentionOptions)} into caller-provided
+     * {@code out} ({@code [total_q, heads_q, head_dim]}) and {@code lse} (float32 {@code [heads_q, total_q]}),
+     * on the default stream.
+     */
+    public static void forwardInto(PackedSequences q, PackedSequences k, Tensor v, Tensor out, Tensor lse,
+                                   AttentionOptions options) {
+        into(AttentionCall.forward(q, k, v, options), null, out, lse);
     }
 
-    private static AttentionGradients allocateBackward(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse,
-                                                       AttentionOptions options, CudaStream stream) {
-        AttentionChecks.backward(dout, q, k, v, out, lse, options, stream);  // before allocating anything
-        try (TensorScope onFailure = TensorScope.open()) {
-            Tensor dq = newOutput(onFailure, q.dtype(), q.device(), stream, q.shape());
-            Tensor dk = newOutput(onFailure, k.dtype(), k.device(), stream, k.shape());
-            Tensor dv = newOutput(onFailure, k.dtype(), k.device(), stream, k.shape());
-            callBackward(dout, q, k, v, out, lse, dq, dk, dv, options, stream);
-            onFailure.releaseAll();
-            return new AttentionGradients(dq, dk, dv);
-        }
+    /** {@link #forwardInto(PackedSequences, PackedSequences, Tensor, Tensor, Tensor, AttentionOptions)} queued on {@code stream}. */
+    public static void forwardInto(PackedSequences q, PackedSequences k, Tensor v, Tensor out, Tensor lse,
+                                   AttentionOptions options, CudaStream stream) {
+        Objects.requireNonNull(stream, "stream");
+        into(AttentionCall.forward(q, k, v, options), stream, out, lse);
     }
 
-    private static void runBackward(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor dq,
-                                    Tensor dk, Tensor dv, AttentionOptions options, CudaStream stream) {
-        AttentionChecks.backward(dout, q, k, v, out, lse, options, stream, dq, dk, dv);
-        requireWritable(new Tensor[] {dq, dk, dv}, "dq", "dk", "dv");
-        callBackward(dout, q, k, v, out, lse, dq, dk, dv, options, stream);
+    /**
+     * Gradients of {@link #forward(PackedSequences, PackedSequences, Tensor, AttentionOptions)} with respect to
+     * the packed q, k and v, in new tensors owned by the caller, on the default stream. {@code dout} and
+     * {@code out} are {@code [total_q, heads_q, head_dim]}, {@code lse} the forward's {@code [heads_q, total_q]}.
+     * Keys beyond a sequence's used length get zero gradients.
+     */
+    public static AttentionGradients backward(Tensor dout, PackedSequences q, PackedSequences k, Tensor v, Tensor out,
+                                              Tensor lse, AttentionOptions options) {
+        return gradients(allocate(AttentionCall.backward(dout, q, k, v, out, lse, options), null));
     }
 
-    /** The native call, for arguments that passed {@link AttentionChecks}. */
-    private static void callBackward(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor dq,
-                                     Tensor dk, Tensor dv, AttentionOptions options, CudaStream stream) {
-        try (Arena arena = Arena.ofConfined(); Leases leases = Leases.of(stream, dout, q, k, v, out, lse, dq, dk, dv)) {
-            MemorySegment params = params(arena, options, q.size(3));
-            NativeCalls.check(flashattn4j_h.fa4j_attention_backward(params, describe(dout, arena), describe(q, arena),
-                    describe(k, arena), describe(v, arena), describe(out, arena), describe(lse, arena),
-                    describe(dq, arena), describe(dk, arena), describe(dv, arena), leases.stream()));
-        }
+    /**
+     * {@link #backward(Tensor, PackedSequences, PackedSequences, Tensor, Tensor, Tensor, AttentionOptions)}
+     * queued on {@code stream}.
+     */
+    public static AttentionGradients backward(Tensor dout, PackedSequences q, PackedSequences k, Tensor v, Tensor out,
+                                              Tensor lse, AttentionOptions options, CudaStream stream) {
+        Objects.requireNonNull(stream, "stream");
+        return gradients(allocate(AttentionCall.backward(dout, q, k, v, out, lse, options), stream));
     }
+
+    /**
+     * {@link #backward(Tensor, PackedSequences, PackedSequences, Tensor, Tensor, Tensor, AttentionOptions)}
+     * into caller-provided dq ({@code [total_q, heads_q, head_dim]}), dk and dv ({@code [total_k, heads_kv,
+     * head_dim]}), overwritten, on the default stream.
+     */
+    public static void backwardInto(Tensor dout, PackedSequences q, PackedSequences k, Tensor v, Tensor out, Tensor lse,
+                                    Tensor dq, Tensor dk, Tensor dv, AttentionOptions options) {
+        into(AttentionCall.backward(dout, q, k, v, out, lse, options), null, dq, dk, dv);
+    }
+
+    /**
+     * {@link #backwardInto(Tensor, PackedSequences, PackedSequences, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
+     * AttentionOptions)} queued on {@code stream}.
+     */
+    public static void backwardInto(Tensor dout, PackedSequences q, PackedSequences k, Tensor v, Tensor out, Tensor lse,
+                                    Tensor dq, Tensor dk, Tensor dv, AttentionOptions options, CudaStream stream) {
+        Objects.requireNonNull(stream, "stream");
+        into(AttentionCall.backward(dout, q, k, v, out, lse, options), stream, dq, dk, dv);
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Support queries
+    // ---------------------------------------------------------------------------------------------
+
+    /**
+     * Whether {@link #forward(Tensor, Tensor, Tensor, AttentionOptions)} with these arguments would be
+     * accepted, and if not, the message it would throw. Runs and allocates nothing; on the CPU reads no
+     * tensor data; on a CUDA device may ask the driver about the device.
+     *
+     * @throws NullPointerException  for a null argument, as the call would
+     * @throws IllegalStateException for a closed tensor, as the call would
+     */
+    public static Support checkForward(Tensor q, Tensor k, Tensor v, AttentionOptions options) {
+        return query(AttentionCall.forward(q, k, v, options));
+    }
+
+    /**
+     * Whether {@link #backward(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, AttentionOptions)} with these
+     * arguments would be accepted, and if not, the message it would throw (see
+     * {@link #checkForward(Tensor, Tensor, Tensor, AttentionOptions)}).
+     */
+    public static Support checkBackward(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse,
+                                        AttentionOptions options) {
+        return query(AttentionCall.backward(dout, q, k, v, out, lse, options));
+    }
+
+    /**
+     * Whether {@link #forward(PackedSequences, PackedSequences, Tensor, AttentionOptions)} with these
+     * arguments would be accepted, and if not, the message it would throw (see
+     * {@link #checkForward(Tensor, Tensor, Tensor, AttentionOptions)}). On the CPU this reads the offsets
+     * and used lengths, which the call checks.
+     */
+    public static Support checkForward(PackedSequences q, PackedSequences k, Tensor v, AttentionOptions options) {
+        return query(AttentionCall.forward(q, k, v, options));
+    }
+
+    /**
+     * Whether {@link #backward(Tensor, PackedSequences, PackedSequences, Tensor, Tensor, Tensor, AttentionOptions)}
+     * with these arguments would be accepted, and if not, the message it would throw (see
+     * {@link #checkForward(PackedSequences, PackedSequences, Tensor, AttentionOptions)}).
+     */
+    public static Support checkBackward(Tensor dout, PackedSequences q, PackedSequences k, Tensor v, Tensor out,
+                                        Tensor lse, AttentionOptions options) {
+        return query(AttentionCall.backward(dout, q, k, v, out, lse, options));
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Flop counts
+    // ---------------------------------------------------------------------------------------------
 
     /** Forward FLOPs by the FlashAttention convention: 4·B·H·Nq·Nk·d, halved when causal. */
     public static double forwardFlops(long batch, long heads, long seqlenQ, long seqlenK, long headDim, boolean causal) {
@@ -180,18 +295,95 @@ public final class Attention {
         return 2.5 * forwardFlops(batch, heads, seqlenQ, seqlenK, headDim, causal);
     }
 
-    private static MemorySegment params(Arena arena, AttentionOptions options, long headDim) {
-        NativeCalls.ensureLoaded();
-        MemorySegment p = fa4j_attention_params.allocate(arena);
-        fa4j_attention_params.struct_size(p, fa4j_attention_params.layout().byteSize());
-        fa4j_attention_params.softmax_scale(p, options.softmaxScale(headDim));
-        fa4j_attention_params.causal(p, options.causal() ? 1 : 0);
-        fa4j_attention_params.num_threads(p, options.numThreads());
-        return p;
+    // ---------------------------------------------------------------------------------------------
+    // Implementation. stream == null means "the default stream" (and is how calls on CPU tensors run).
+    // ---------------------------------------------------------------------------------------------
+
+    private static AttentionOutput forwardResult(Tensor[] outputs) {
+        return new AttentionOutput(outputs[0], outputs[1]);
     }
 
-    private static MemorySegment describe(Tensor t, Arena arena) {
-        return TensorDescriptors.describe(t, arena);
+    private static AttentionGradients gradients(Tensor[] outputs) {
+        return new AttentionGradients(outputs[0], outputs[1], outputs[2]);
+    }
+
+    /**
+     * Checks the call in full before allocating anything (the native query with the outputs described but
+     * not allocated: the call's own validation, status and message), then allocates the outputs and runs
+     * the call into them.
+     */
+    private static Tensor[] allocate(AttentionCall call, CudaStream stream) {
+        AttentionChecks.check(call, stream);
+        Refusal refusal = ask(call);
+        if (refusal != null) throw FlashAttnException.of(refusal.status(), refusal.reason());
+        long[][] shapes = call.outputShapes();
+        DType[] dtypes = call.outputDtypes();
+        // The scope frees the new tensors only if something fails before they are handed over.
+        try (TensorScope onFailure = TensorScope.open()) {
+            Tensor[] outputs = new Tensor[shapes.length];
+            for (int i = 0; i < outputs.length; i++) outputs[i] = newOutput(onFailure, dtypes[i], call.q().device(), stream, shapes[i]);
+            run(call, stream, outputs);
+            onFailure.releaseAll();
+            return outputs;
+        }
+    }
+
+    /** Runs the call into the caller's outputs. */
+    private static void into(AttentionCall call, CudaStream stream, Tensor... outputs) {
+        AttentionChecks.check(call, stream, outputs);
+        List<String> names = call.outputNames();
+        for (int i = 0; i < outputs.length; i++) {
+            if (outputs[i].isReadOnly()) {
+                throw new FlashAttnException.InvalidArgument(names.get(i) + " is read-only (imported as such through DLPack)");
+            }
+        }
+        run(call, stream, outputs);
+    }
+
+    /** The native call, for arguments that passed {@link AttentionChecks}. */
+    private static void run(AttentionCall call, CudaStream stream, Tensor... outputs) {
+        List<Tensor> tensors = new ArrayList<>(call.arguments());
+        tensors.addAll(Arrays.asList(outputs));
+        try (Arena arena = Arena.ofConfined(); Leases leases = Leases.forCall(stream, tensors)) {
+            NativeCalls.check(flashattn4j_h.fa4j_attention(call.describe(arena, outputs), leases.stream()));
+        }
+    }
+
+    /**
+     * The support query: the Java checks the call makes first (their exception, if any, is the call's), then
+     * {@code fa4j_attention_support} with the outputs the call would allocate described but not allocated
+     * ({@link AttentionCall#describeUnallocated}). Its reason is what the call's exception would say: both
+     * carry the message of the same native validation under the name {@code fa4j_attention}.
+     */
+    private static Support query(AttentionCall call) {
+        try {
+            AttentionChecks.check(call, null);
+        } catch (FlashAttnException e) {
+            return new Support(false, e.getMessage());
+        }
+        Refusal refusal = ask(call);
+        return refusal == null ? Support.SUPPORTED : new Support(false, refusal.reason());
+    }
+
+    /** Why the native library would refuse a call: the status it would return and its message. */
+    private record Refusal(FlashAttnException.Status status, String reason) {}
+
+    /**
+     * {@code fa4j_attention_support} on the call with its outputs described but not allocated
+     * ({@link AttentionCall#describeUnallocated}); null if the call would be accepted.
+     */
+    private static Refusal ask(AttentionCall call) {
+        // Held open so that no input is freed while the query reads its descriptor (or, on the CPU, the
+        // sequence offsets); no work is queued, so no stream use is recorded.
+        try (Arena arena = Arena.ofConfined(); Leases leases = Leases.forQuery(call.arguments())) {
+            MemorySegment status = arena.allocate(ValueLayout.JAVA_INT);
+            MemorySegment reason = arena.allocate(REASON_CAPACITY);
+            NativeCalls.check(flashattn4j_h.fa4j_attention_support(call.describeUnallocated(arena), status, reason,
+                    REASON_CAPACITY));
+            int code = status.get(ValueLayout.JAVA_INT, 0);
+            return code == flashattn4j_h.FA4J_OK() ? null
+                    : new Refusal(FlashAttnException.Status.ofCode(code), reason.getString(0));
+        }
     }
 
     /**
@@ -204,27 +396,28 @@ public final class Attention {
         return scope.track(Tensor.allocate(dtype, device, home, shape));
     }
 
-    /** Outputs must accept writes. */
-    private static void requireWritable(Tensor[] outputs, String... names) {
-        for (int i = 0; i < outputs.length; i++) {
-            if (outputs[i].isReadOnly()) {
-                throw new FlashAttnException.InvalidArgument(names[i] + " is read-only (imported as such through DLPack)");
-            }
-        }
-    }
-
     /** Leases on the stream and every tensor of a call; releases them all even if taking one fails. */
     private static final class Leases implements AutoCloseable {
         private final List<Storage.Lease> held = new ArrayList<>();
         private CudaStream.Lease stream = CudaStream.Lease.NONE;
 
-        static Leases of(CudaStream stream, Tensor... tensors) {
+        /** Leases for a call that queues work on {@code stream} (null: the default stream). */
+        static Leases forCall(CudaStream stream, List<Tensor> tensors) {
+            return of(stream, tensors, true);
+        }
+
+        /** Leases for a query that queues nothing. */
+        static Leases forQuery(List<Tensor> tensors) {
+            return of(null, tensors, false);
+        }
+
+        private static Leases of(CudaStream stream, List<Tensor> tensors, boolean queuesWork) {
             Leases leases = new Leases();
             try {
                 if (stream != null) leases.stream = stream.lease();
                 for (Tensor t : tensors) leases.held.add(t.lease());
-                Device device = tensors[0].device();
-                if (device.isCuda()) {
+                Device device = tensors.get(0).device();
+                if (queuesWork && device.isCuda()) {
                     // Closing any of these tensors must now be ordered after the work this call queues.
                     CudaStream used = stream != null ? stream : CudaStream.defaultStream(device);
                     for (Tensor t : tensors) t.usedOn(used);

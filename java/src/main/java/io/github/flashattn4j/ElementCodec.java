@@ -4,8 +4,9 @@ import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 
 /**
- * Reads and writes elements of each dtype as floats. Conversions round to nearest even, keep NaN and
- * overflow to infinity, matching the native library.
+ * Reads and writes elements of each dtype as floats. Conversions to the float dtypes round to nearest
+ * even, keep NaN and overflow to infinity, matching the native library; int32 is converted as
+ * {@link DType} documents.
  */
 final class ElementCodec {
 
@@ -16,6 +17,7 @@ final class ElementCodec {
             case FLOAT32 -> segment.get(ValueLayout.JAVA_FLOAT, byteOffset);
             case FLOAT16 -> Float.float16ToFloat(segment.get(ValueLayout.JAVA_SHORT, byteOffset));
             case BFLOAT16 -> bf16ToFloat(segment.get(ValueLayout.JAVA_SHORT, byteOffset));
+            case INT32 -> segment.get(ValueLayout.JAVA_INT, byteOffset);
         };
     }
 
@@ -24,6 +26,7 @@ final class ElementCodec {
             case FLOAT32 -> segment.set(ValueLayout.JAVA_FLOAT, byteOffset, value);
             case FLOAT16 -> segment.set(ValueLayout.JAVA_SHORT, byteOffset, Float.floatToFloat16(value));
             case BFLOAT16 -> segment.set(ValueLayout.JAVA_SHORT, byteOffset, floatToBf16(value));
+            case INT32 -> segment.set(ValueLayout.JAVA_INT, byteOffset, toInt(value));
         }
     }
 
@@ -44,6 +47,12 @@ final class ElementCodec {
             case FLOAT32 -> value;
             case FLOAT16 -> Float.float16ToFloat(Float.floatToFloat16(value));
             case BFLOAT16 -> bf16ToFloat(floatToBf16(value));
+            case INT32 -> toInt(value);
         };
+    }
+
+    /** Nearest int, ties to even, saturating; NaN gives 0 (Java's narrowing of a double). */
+    static int toInt(float value) {
+        return (int) Math.rint(value);
     }
 }

@@ -12,7 +12,8 @@ import java.util.SplittableRandom;
  * off-heap memory block.
  *
  * <h2>Ownership</h2>
- * A tensor made by a factory ({@link #zeros}, {@link #randn}, {@link #fromArray}, {@link #to}, ...) owns
+ * A tensor made by a factory ({@link #zeros}, {@link #randn}, {@link #fromArray}, {@link #fromInts},
+ * {@link #to}, ...) owns
  * its memory, and {@link #close()} frees it at once. A view ({@link #slice}, {@link #transpose},
  * {@link #select}, {@link #reshape}) shares its base's memory without copying and owns nothing: closing a
  * view only retires the view, and closing the base invalidates every view of it. {@code close()} is
@@ -195,6 +196,29 @@ public final class Tensor implements AutoCloseable {
         Tensor t = empty(dtype, device, shape);
         try {
             t.copyFromArray(values);
+            return t;
+        } catch (RuntimeException e) {
+            t.close();
+            throw e;
+        }
+    }
+
+    /**
+     * A new contiguous int32 tensor holding {@code values} in row-major order, exactly (for example the
+     * sequence offsets of {@link PackedSequences}).
+     *
+     * @throws IllegalArgumentException if the array's length is not the shape's element count
+     */
+    public static Tensor fromInts(int[] values, Device device, long... shape) {
+        Objects.requireNonNull(values, "values");
+        Objects.requireNonNull(shape, "shape");
+        long count = Layout.contiguous(shape).elementCount();
+        if (values.length != count) {
+            throw new IllegalArgumentException(values.length + " values for a tensor of shape " + Arrays.toString(shape));
+        }
+        Tensor t = empty(DType.INT32, device, shape);
+        try {
+            t.writeBytes(MemorySegment.ofArray(values), CudaStream.Lease.NONE);
             return t;
         } catch (RuntimeException e) {
             t.close();
@@ -597,7 +621,7 @@ public final class Tensor implements AutoCloseable {
     public void copyTo(MemorySegment destination) {
         Objects.requireNonNull(destination, "destination");
         requireByteSize(destination.byteSize(), "destination");
-        readBytes(destination);
+        readBytes(destination, CudaStream.Lease.NONE);
     }
 
     /**
@@ -608,7 +632,7 @@ public final class Tensor implements AutoCloseable {
     public void copyFrom(MemorySegment source) {
         Objects.requireNonNull(source, "source");
         requireByteSize(source.byteSize(), "source");
-        writeBytes(source);
+        writeBytes(source, CudaStream.Lease.NONE);
     }
 
     /**
@@ -622,7 +646,7 @@ public final class Tensor implements AutoCloseable {
         long bytes = byteCount();
         if (destination.remaining() < bytes) throw new java.nio.BufferOverflowException();
         if (destination.isReadOnly()) throw new java.nio.ReadOnlyBufferException();
-        readBytes(MemorySegment.ofBuffer(destination).asSlice(0, bytes));
+        readBytes(MemorySegment.ofBuffer(destination).asSlice(0, bytes), CudaStream.Lease.NONE);
         destination.position(destination.position() + (int) bytes);
     }
 
@@ -636,7 +660,7 @@ public final class Tensor implements AutoCloseable {
         Objects.requireNonNull(source, "source");
         long bytes = byteCount();
         if (source.remaining() < bytes) throw new java.nio.BufferUnderflowException();
-        writeBytes(MemorySegment.ofBuffer(source).asSlice(0, bytes));
+        writeBytes(MemorySegment.ofBuffer(source).asSlice(0, bytes), CudaStream.Lease.NONE);
         source.position(source.position() + (int) bytes);
     }
 
@@ -651,7 +675,7 @@ public final class Tensor implements AutoCloseable {
         long count = numel();
         if (count > Integer.MAX_VALUE - 8) throw new IllegalStateException("tensor too large for a Java array: " + count);
         short[] bits = new short[(int) count];
-        readBytes(MemorySegment.ofArray(bits));
+        readBytes(MemorySegment.ofArray(bits), CudaStream.Lease.NONE);
         return bits;
     }
 
@@ -662,7 +686,22 @@ public final class Tensor implements AutoCloseable {
         if (bits.length != numel()) {
             throw new IllegalArgumentException(bits.length + " values for a tensor of shape " + Arrays.toString(shape()));
         }
-        writeBytes(MemorySegment.ofArray(bits));
+        writeBytes(MemorySegment.ofArray(bits), CudaStream.Lease.NONE);
+    }
+
+    /**
+     * The elements of an int32 tensor, row-major, exactly. Any device, any strides; synchronous.
+     *
+     * @throws UnsupportedOperationException for a dtype other than int32
+     * @throws IllegalStateException         if the tensor is closed or has more elements than a Java array holds
+     */
+    public int[] toIntArray() {
+        if (dtype != DType.INT32) throw new UnsupportedOperationException("toIntArray needs an int32 tensor, not " + dtype);
+        long count = numel();
+        if (count > MAX_ARRAY_LENGTH) throw new IllegalStateException("tensor too large for a Java array: " + count);
+        int[] values = new int[(int) count];
+        readBytes(MemorySegment.ofArray(values), CudaStream.Lease.NONE);
+        return values;
     }
 
     private long byteCount() {
@@ -680,12 +719,12 @@ public final class Tensor implements AutoCloseable {
     }
 
     /** Copies the elements' bytes, packed row-major, into {@code destination} (exactly that size). */
-    private void readBytes(MemorySegment destination) {
+    private void readBytes(MemorySegment destination, CudaStream.Lease stream) {
         try (Storage.Lease lease = lease()) {
             if (device().isCuda() && isContiguous() && destination.isNative()) {
-                DeviceCopies.copyBytesToHost(this, destination, byteCount(), MemorySegment.NULL);
+                DeviceCopies.copyBytesToHost(this, destination, byteCount(), stream.handle());
             } else if (device().isCuda()) {
-                try (Tensor staged = stageOnHost(CudaStream.Lease.NONE)) {
+                try (Tensor staged = stageOnHost(stream)) {
                     staged.gatherHost(destination);
                 }
             } else {
@@ -695,17 +734,17 @@ public final class Tensor implements AutoCloseable {
     }
 
     /** Overwrites the elements, row-major, with the packed bytes of {@code source} (exactly that size). */
-    private void writeBytes(MemorySegment source) {
+    private void writeBytes(MemorySegment source, CudaStream.Lease stream) {
         try (Storage.Lease lease = leaseForWriting()) {
             if (device().isCuda()) {
                 requireContiguousDeviceWrite();
                 if (source.isNative()) {
-                    DeviceCopies.copyBytesFromHost(source, this, byteCount(), MemorySegment.NULL);
+                    DeviceCopies.copyBytesFromHost(source, this, byteCount(), stream.handle());
                 } else {
                     try (Arena arena = Arena.ofConfined()) {
                         MemorySegment staged = arena.allocate(byteCount(), 64);
                         staged.copyFrom(source);
-                        DeviceCopies.copyBytesFromHost(staged, this, byteCount(), MemorySegment.NULL);
+                        DeviceCopies.copyBytesFromHost(staged, this, byteCount(), stream.handle());
                     }
                 }
             } else {
@@ -905,6 +944,15 @@ public final class Tensor implements AutoCloseable {
         if (source.dtype == dtype && source.isContiguous() && isContiguous()) {
             try (Storage.Lease a = leaseForWriting(); Storage.Lease b = source.lease()) {
                 MemorySegment.copy(source.hostSegment(), source.byteOffset(), hostSegment(), byteOffset(), numel() * dtype.byteSize());
+            }
+            return;
+        }
+        if (source.dtype == dtype) {
+            // Through the raw bytes: exact for every dtype (floats would round int32 beyond 2^24).
+            try (Arena arena = Arena.ofConfined()) {
+                MemorySegment staged = arena.allocate(numel() * dtype.byteSize(), 64);
+                source.readBytes(staged, stream);
+                writeBytes(staged, stream);
             }
             return;
         }

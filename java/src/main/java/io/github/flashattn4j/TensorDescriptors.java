@@ -14,20 +14,31 @@ final class TensorDescriptors {
     private TensorDescriptors() {}
 
     static MemorySegment describe(Tensor t, Arena arena) {
+        return describe(t.baseAddress(), t.device(), t.dtype(), t.layout(), t.byteOffset(), arena);
+    }
+
+    /**
+     * A contiguous tensor of {@code shape} at {@code address}, where nothing need be allocated: for calls
+     * that read no tensor data (the attention support query).
+     */
+    static MemorySegment describeUnallocated(DType dtype, Device device, long[] shape, long address, Arena arena) {
+        return describe(address, device, dtype, Layout.contiguous(shape), 0, arena);
+    }
+
+    private static MemorySegment describe(long address, Device dev, DType type, Layout layout, long byteOffset, Arena arena) {
         MemorySegment d = fa4j_tensor.allocate(arena);
-        Layout layout = t.layout();
-        fa4j_tensor.data(d, MemorySegment.ofAddress(t.baseAddress()));
+        fa4j_tensor.data(d, MemorySegment.ofAddress(address));
         MemorySegment device = fa4j_tensor.device(d);
-        fa4j_device.device_type(device, t.device().kind().dlpackCode());
-        fa4j_device.device_id(device, t.device().index());
+        fa4j_device.device_type(device, dev.kind().dlpackCode());
+        fa4j_device.device_id(device, dev.index());
         fa4j_tensor.ndim(d, layout.rank());
         MemorySegment dtype = fa4j_tensor.dtype(d);
-        fa4j_dtype.code(dtype, (byte) t.dtype().dlpackCode());
-        fa4j_dtype.bits(dtype, (byte) t.dtype().bits());
+        fa4j_dtype.code(dtype, (byte) type.dlpackCode());
+        fa4j_dtype.bits(dtype, (byte) type.bits());
         fa4j_dtype.lanes(dtype, (short) 1);
         fa4j_tensor.shape(d, arena.allocateFrom(ValueLayout.JAVA_LONG, layout.shapeCopy()));
         fa4j_tensor.strides(d, arena.allocateFrom(ValueLayout.JAVA_LONG, layout.stridesCopy()));
-        fa4j_tensor.byte_offset(d, t.byteOffset());
+        fa4j_tensor.byte_offset(d, byteOffset);
         return d;
     }
 }

@@ -66,6 +66,11 @@ public final class TensorScope implements AutoCloseable {
         return track(Tensor.fromArray(values, dtype, device, shape));
     }
 
+    /** {@link Tensor#fromInts}, owned by this scope. */
+    public Tensor fromInts(int[] values, Device device, long... shape) {
+        return track(Tensor.fromInts(values, device, shape));
+    }
+
     /** Number of resources tracked so far. */
     public int size() {
         synchronized (resources) {

@@ -13,6 +13,7 @@ import io.github.flashattn4j.TensorScope;
 import net.jqwik.api.Arbitraries;
 import net.jqwik.api.Arbitrary;
 import net.jqwik.api.Combinators;
+import net.jqwik.api.Example;
 import net.jqwik.api.ForAll;
 import net.jqwik.api.Property;
 import net.jqwik.api.Provide;
@@ -28,7 +29,7 @@ import static org.junit.jupiter.api.Assertions.fail;
 
 /**
  * Property-based tests of attention through the public Java API on the CPU: random problem sizes, dtypes,
- * options (causal, explicit or default scale, GQA) and memory layouts (views made by slice, select and
+ * options (causal, explicit or default scale, GQA; sliding windows, softcap and ALiBi) and memory layouts (views made by slice, select and
  * transpose of larger tensors) match the float64 reference under FlashAttention's tolerance rule; random
  * faults injected into valid calls give the exception documented for that fault, and the library keeps
  * working.
@@ -102,6 +103,12 @@ class AttentionPropertiesTest {
         return Combinators.combine(p, p, p, p, p, p).as(Placements::new);
     }
 
+    /** The dtypes attention computes on. */
+    @Provide
+    Arbitrary<DType> floatTypes() {
+        return Arbitraries.of(DType.FLOAT32, DType.FLOAT16, DType.BFLOAT16);
+    }
+
     /** An explicit scale of either sign in [MIN_SCALE, MAX_SCALE] (log-uniform), or null for the default. */
     @Provide
     Arbitrary<Float> scales() {
@@ -111,13 +118,82 @@ class AttentionPropertiesTest {
                 .injectNull(0.35);
     }
 
-    @Property(tries = 200)
-    void validCallsMatchTheFloat64Reference(@ForAll("sizes") Sizes s, @ForAll DType dtype, @ForAll boolean causal,
+    // Seeded, so that CI is reproducible. Explore with another seed (or none) when working on the kernels:
+    // 25000 unseeded tries of this property and 10000 of the next passed once the plain backward was given
+    // the kernel's out (checkAgainstReference); before, two of those 35000 samples exceeded the rule.
+    @Property(tries = 200, seed = "20261130")
+    void validCallsMatchTheFloat64Reference(@ForAll("sizes") Sizes s, @ForAll("floatTypes") DType dtype, @ForAll boolean causal,
                                             @ForAll("scales") Float scale, @ForAll("placements") Placements layout,
                                             @ForAll boolean allocating, @ForAll long seed) {
         AttentionOptions.Builder builder = AttentionOptions.builder().causal(causal);
         if (scale != null) builder.softmaxScale(scale);
-        AttentionOptions options = builder.build();
+        checkAgainstReference(s, dtype, builder.build(), null, layout, allocating, seed);
+    }
+
+    /**
+     * A sample random seeds found: float16, causal with 7 queries and 2 keys, so row 5 attends one key and
+     * row 6 two. Row 6's dq erred 9x as much as plain's, all of it through D (dout · the rounding of the
+     * stored out): the float64 backward given the kernel's out erred as much (3.2e-3), the kernel's
+     * backward was within 4.7e-4 of it, and row 5's dS was exactly 0. The rule had compared the kernel
+     * with a plain backward whose own out happened to round luckier (see checkAgainstReference).
+     */
+    @Example
+    void float16RowOfTwoKeysThroughStridedViews() {
+        checkAgainstReference(new Sizes(1, 7, 2, 2, 1, 16), DType.FLOAT16, AttentionOptions.builder().causal(true).build(), null,
+                new Placements(Placement.SEQ_WINDOW, Placement.SEQ_WINDOW, Placement.CONTIGUOUS, Placement.SEQ_WINDOW,
+                        Placement.CONTIGUOUS, Placement.CONTIGUOUS), true, -701408733L);
+    }
+
+    /** Window bounds: unbounded, zero, or up to a little beyond the sequence lengths. */
+    @Provide
+    Arbitrary<Integer> windowBounds() {
+        return Arbitraries.frequencyOf(Tuple.of(3, Arbitraries.just(AttentionOptions.UNBOUNDED)), Tuple.of(1, Arbitraries.just(0)),
+                Tuple.of(4, Arbitraries.integers().between(1, 45)));
+    }
+
+    /** No softcap, or one from tight (10^-1.3 = 0.05: every score capped hard) to loose (10^1.7 = 50), log-uniform. */
+    @Provide
+    Arbitrary<Float> softcaps() {
+        return Arbitraries.frequencyOf(Tuple.of(2, Arbitraries.just(0f)),
+                Tuple.of(3, Arbitraries.doubles().between(-1.3, 1.7).ofScale(4).map(e -> (float) Math.pow(10, e))));
+    }
+
+    /**
+     * Softcap, ALiBi (slopes of either sign, per head or per batch entry and head) and sliding windows, with
+     * or without causal masking, on random sizes, dtypes and layouts: against the float64 reference that
+     * applies them in flashattn4j.h's order.
+     */
+    @Property(tries = 150, seed = "20261130")  // seeded for reproducible CI, as above
+    void featuresMatchTheFloat64Reference(@ForAll("sizes") Sizes s, @ForAll("floatTypes") DType dtype, @ForAll boolean causal,
+                                          @ForAll("windowBounds") int left, @ForAll("windowBounds") int right,
+                                          @ForAll("softcaps") float softcap, @ForAll("alibiKinds") int alibi,
+                                          @ForAll("placements") Placements layout, @ForAll boolean allocating, @ForAll long seed) {
+        SplittableRandom random = new SplittableRandom(seed ^ 0x5eed);
+        AttentionOptions.Builder builder = AttentionOptions.builder().causal(causal).window(left, right).softcap(softcap);
+        double[] slopes = null;
+        try (TensorScope scope = TensorScope.open()) {
+            if (alibi > 0) {
+                // 0: none; 1: [heads_q]; 2: [batch, heads_q]. Slopes of either sign, up to 1 per key of distance.
+                int n = alibi == 1 ? s.headsQ() : s.batch() * s.headsQ();
+                float[] values = new float[n];
+                for (int i = 0; i < n; i++) values[i] = (float) (random.nextDouble(-0.25, 1) * Math.pow(2, -random.nextInt(8)));
+                builder.alibiSlopes(alibi == 1 ? scope.fromArray(values, DType.FLOAT32, Device.CPU, s.headsQ())
+                        : scope.fromArray(values, DType.FLOAT32, Device.CPU, s.batch(), s.headsQ()));
+                slopes = new double[s.batch() * s.headsQ()];
+                for (int i = 0; i < slopes.length; i++) slopes[i] = values[i % n];
+            }
+            checkAgainstReference(s, dtype, builder.build(), new Problem.Features(softcap, left, right, slopes), layout, allocating, seed);
+        }
+    }
+
+    @Provide
+    Arbitrary<Integer> alibiKinds() {
+        return Arbitraries.integers().between(0, 2);
+    }
+
+    /** Runs forward and backward with {@code options} and checks every result; {@code features} null: none. */
+    private void checkAgainstReference(Sizes s, DType dtype, AttentionOptions options, Problem.Features features,
+                                       Placements layout, boolean allocating, long seed) {
         SplittableRandom random = new SplittableRandom(seed);
         double amplitude = 0.25 + random.nextDouble() * (MAX_MAGNITUDE / 5 - 0.25);  // 5σ stays below MAX_MAGNITUDE
         try (TensorScope scope = TensorScope.open()) {
@@ -146,14 +222,22 @@ class AttentionPropertiesTest {
                 Attention.backwardInto(dout, q, k, v, out, lse, dq, dk, dv, options);
             }
 
-            Problem p = new Problem(s.batch(), s.seqQ(), s.seqK(), s.headsQ(), s.headsKv(), s.headDim(), causal,
-                    options.softmaxScale(s.headDim()));
+            Problem p = new Problem(s.batch(), s.seqQ(), s.seqK(), s.headsQ(), s.headsKv(), s.headDim(), options.causal(),
+                    options.softmaxScale(s.headDim()), features == null ? Problem.Features.NONE : features);
             float[] qa = q.toFloatArray(), ka = k.toFloatArray(), va = v.toFloatArray(), da = dout.toFloatArray();
             ReferenceAttention exact = ReferenceAttention.exact();
             ReferenceAttention plain = ReferenceAttention.plain(x -> Precision.round(x, dtype));
             ReferenceAttention.Forward fe = exact.forward(p, qa, ka, va), fp = plain.forward(p, qa, ka, va);
             ReferenceAttention.Gradients ge = exact.backward(p, qa, ka, va, fe.out(), da);
-            ReferenceAttention.Gradients gp = plain.backward(p, qa, ka, va, fp.out(), da);
+            // The plain backward is given the out the kernel's backward was given: the kernel's, as stored
+            // in the dtype. D = rowsum(dout ∘ out) carries out's rounding, dout · (round(out) - out), into
+            // every dS of the row, and so into dq and dk; for a tiny problem that term is a few random
+            // variables, and plain's own, differently rounded out can cancel in it where the kernel's
+            // does not: 7x apart on a row of two keys (float16RowOfTwoKeysThroughStridedViews), which
+            // no fixed rtol absorbs. Given the same out, the rule measures the backward; the kernel's out
+            // is held to the rule by its own check ("out" below).
+            double[] kernelOut = toDoubles(out.toFloatArray());
+            ReferenceAttention.Gradients gp = plain.backward(p, qa, ka, va, kernelOut, da);
             // FlashAttention's rule (Precision.check), generalized for thousands of tiny random problems
             // at varied magnitudes; see check() for how and why.
             double lseTerm = 0x1p-21 * maxAbs(fe.lse());
@@ -207,7 +291,7 @@ class AttentionPropertiesTest {
             for (int h = 0; h < p.headsQ(); h++) {
                 for (int i = 0; i < p.seqQ(); i++) {
                     int qi = p.qIndex(b, i, h);
-                    for (int j = 0; j < p.visibleKeys(i); j++) {
+                    for (int j = p.firstKey(i); j < p.endKey(i); j++) {
                         int kj = p.kIndex(b, j, h / p.group());
                         double dot = 0;
                         for (int c = 0; c < p.headDim(); c++) dot += (double) dout[qi + c] * v[kj + c];
@@ -217,6 +301,12 @@ class AttentionPropertiesTest {
             }
         }
         return max;
+    }
+
+    private static double[] toDoubles(float[] values) {
+        double[] d = new double[values.length];
+        for (int i = 0; i < values.length; i++) d[i] = values[i];
+        return d;
     }
 
     private static double maxAbs(double[] values) {
@@ -298,6 +388,8 @@ class AttentionPropertiesTest {
     enum Fault {
         WRONG_RANK(FlashAttnException.InvalidArgument.class),
         WRONG_DTYPE(FlashAttnException.InvalidArgument.class),
+        /** Every q-, k- and output-shaped tensor int32, a dtype attention does not compute on. */
+        INT32_TENSORS(FlashAttnException.Unsupported.class),
         WRONG_SIZE(FlashAttnException.InvalidArgument.class),
         HEADS_NOT_A_MULTIPLE(FlashAttnException.InvalidArgument.class),
         ZERO_HEADS(FlashAttnException.InvalidArgument.class),
@@ -328,7 +420,7 @@ class AttentionPropertiesTest {
 
     @Property(tries = 300)
     void hostileCallsThrowTheDocumentedExceptionOrGiveFiniteResults(
-            @ForAll Fault fault, @ForAll boolean backward, @ForAll boolean allocating, @ForAll DType dtype,
+            @ForAll Fault fault, @ForAll boolean backward, @ForAll boolean allocating, @ForAll("floatTypes") DType dtype,
             @ForAll("sizes") Sizes sizes, @ForAll long seed) {
         SplittableRandom random = new SplittableRandom(seed);
         Sizes s = new Sizes(sizes.batch(), Math.min(sizes.seqQ(), 12), Math.min(sizes.seqK(), 12), sizes.headsKv(), sizes.group(),
@@ -361,6 +453,10 @@ class AttentionPropertiesTest {
                 case WRONG_DTYPE -> {
                     DType other = victim == 5 ? DType.BFLOAT16 : DType.values()[(dtype.ordinal() + 1 + random.nextInt(2)) % 3];
                     t[victim] = scope.zeros(other, Device.CPU, t[victim].shape());
+                }
+                case INT32_TENSORS -> {
+                    for (int i = 0; i < 9; i++) if (i != 5) t[i] = scope.zeros(DType.INT32, Device.CPU, t[i].shape());
+                    what = fault.toString();
                 }
                 case WRONG_SIZE -> {
                     long[] shape = t[victim].shape();

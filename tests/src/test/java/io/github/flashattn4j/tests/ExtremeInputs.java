@@ -79,6 +79,7 @@ final class ExtremeInputs {
             case FLOAT32 -> Float.MAX_VALUE;
             case FLOAT16 -> 65504.0;
             case BFLOAT16 -> Float.intBitsToFloat(0x7f7f0000);
+            case INT32 -> throw new IllegalArgumentException("attention does not compute in int32");
         };
     }
 

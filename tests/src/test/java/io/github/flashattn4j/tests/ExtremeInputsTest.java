@@ -34,7 +34,7 @@ class ExtremeInputsTest {
 
     @Test
     void scaleBeyondTheRangeIsRefused() {
-        for (DType dtype : DType.values()) {
+        for (DType dtype : new DType[] {FLOAT32, FLOAT16, BFLOAT16}) {
             ExtremeInputs.checkRefused(Device.CPU, dtype, 1e38f);
             ExtremeInputs.checkRefused(Device.CPU, dtype, -1e38f);
             ExtremeInputs.checkRefused(Device.CPU, dtype, Math.nextUp(Math.nextUp(ExtremeInputs.largestScale(8))));

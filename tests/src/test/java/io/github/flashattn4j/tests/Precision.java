@@ -18,6 +18,7 @@ final class Precision {
             case FLOAT32 -> f;
             case FLOAT16 -> Float.float16ToFloat(Float.floatToFloat16(f));
             case BFLOAT16 -> roundBf16(f);
+            case INT32 -> (int) Math.rint(f);  // nearest, ties to even, saturating; NaN to 0
         };
     }
 
@@ -34,6 +35,7 @@ final class Precision {
             case FLOAT32 -> 1e-5;
             case FLOAT16 -> 1e-4;
             case BFLOAT16 -> 1e-3;
+            case INT32 -> throw new IllegalArgumentException("attention does not compute in int32");
         };
     }
 

@@ -1897,7 +1897,7 @@ public class flashattn4j_h extends flashattn4j_h$shared {
     /**
      * Function descriptor for:
      * {@snippet lang=c :
-     * fa4j_status fa4j_attention_support(const fa4j_attention_args *args, int32_t *supported, char *reason, size_t reason_capacity)
+     * fa4j_status fa4j_attention_support(const fa4j_attention_args *args, int32_t *status, char *reason, size_t reason_capacity)
      * }
      */
     public static FunctionDescriptor fa4j_attention_support$descriptor() {
@@ -1907,7 +1907,7 @@ public class flashattn4j_h extends flashattn4j_h$shared {
     /**
      * Downcall method handle for:
      * {@snippet lang=c :
-     * fa4j_status fa4j_attention_support(const fa4j_attention_args *args, int32_t *supported, char *reason, size_t reason_capacity)
+     * fa4j_status fa4j_attention_support(const fa4j_attention_args *args, int32_t *status, char *reason, size_t reason_capacity)
      * }
      */
     public static MethodHandle fa4j_attention_support$handle() {
@@ -1917,7 +1917,7 @@ public class flashattn4j_h extends flashattn4j_h$shared {
     /**
      * Address for:
      * {@snippet lang=c :
-     * fa4j_status fa4j_attention_support(const fa4j_attention_args *args, int32_t *supported, char *reason, size_t reason_capacity)
+     * fa4j_status fa4j_attention_support(const fa4j_attention_args *args, int32_t *status, char *reason, size_t reason_capacity)
      * }
      */
     public static MemorySegment fa4j_attention_support$address() {
@@ -1926,16 +1926,16 @@ public class flashattn4j_h extends flashattn4j_h$shared {
 
     /**
      * {@snippet lang=c :
-     * fa4j_status fa4j_attention_support(const fa4j_attention_args *args, int32_t *supported, char *reason, size_t reason_capacity)
+     * fa4j_status fa4j_attention_support(const fa4j_attention_args *args, int32_t *status, char *reason, size_t reason_capacity)
      * }
      */
-    public static int fa4j_attention_support(MemorySegment args, MemorySegment supported, MemorySegment reason, long reason_capacity) {
+    public static int fa4j_attention_support(MemorySegment args, MemorySegment status, MemorySegment reason, long reason_capacity) {
         var mh$ = fa4j_attention_support.HANDLE;
         try {
             if (TRACE_DOWNCALLS) {
-                traceDowncall("fa4j_attention_support", args, supported, reason, reason_capacity);
+                traceDowncall("fa4j_attention_support", args, status, reason, reason_capacity);
             }
-            return (int)mh$.invokeExact(args, supported, reason, reason_capacity);
+            return (int)mh$.invokeExact(args, status, reason, reason_capacity);
         } catch (Error | RuntimeException ex) {
            throw ex;
         } catch (Throwable ex$) {

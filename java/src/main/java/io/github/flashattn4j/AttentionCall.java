@@ -1,0 +1,161 @@
+package io.github.flashattn4j;
+
+import io.github.flashattn4j.internal.bindings.fa4j_attention_args;
+import io.github.flashattn4j.internal.bindings.flashattn4j_h;
+
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Objects;
+
+/**
+ * One attention call as {@code fa4j_attention} takes it, minus its outputs: the direction, the inputs,
+ * the varlen metadata and the options. Every entry point of {@link Attention} builds one, so that the call,
+ * its Java checks ({@link AttentionChecks}) and its support query ({@link Attention#checkForward}) see the
+ * same arguments. {@code dout}, {@code out} and {@code lse} are null for a forward; the varlen fields are
+ * null and 0 for a dense call; {@code usedLengthsQ} is what a caller attached to the queries'
+ * {@link PackedSequences}, which the checks refuse (used lengths are for keys).
+ */
+record AttentionCall(boolean backward, Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse,
+                     Tensor cuSeqlensQ, Tensor cuSeqlensK, Tensor usedLengthsK, Tensor usedLengthsQ,
+                     long maxSeqlenQ, long maxSeqlenK, AttentionOptions options) {
+
+    // Fake addresses of outputs that a support query describes but does not allocate: above 2^62, which no
+    // host or device (unified) address on a 64-bit platform reaches, so they overlap no real input, and
+    // aligned as the library's allocations are. fa4j_attention_support never dereferences them.
+    private static final long UNALLOCATED_BASE = 1L << 62;
+    private static final long ALLOCATION_ALIGNMENT = 256;
+
+    static AttentionCall forward(Tensor q, Tensor k, Tensor v, AttentionOptions options) {
+        return new AttentionCall(false, null, q, k, v, null, null, null, null, null, null, 0, 0, options);
+    }
+
+    static AttentionCall backward(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, AttentionOptions options) {
+        return new AttentionCall(true, dout, q, k, v, out, lse, null, null, null, null, 0, 0, options);
+    }
+
+    static AttentionCall forward(PackedSequences q, PackedSequences k, Tensor v, AttentionOptions options) {
+        Objects.requireNonNull(q, "q");
+        Objects.requireNonNull(k, "k");
+        return new AttentionCall(false, null, q.tokens(), k.tokens(), v, null, null, q.cuSeqlens(), k.cuSeqlens(),
+                k.usedLengths().orElse(null), q.usedLengths().orElse(null), q.maxSeqlen(), k.maxSeqlen(), options);
+    }
+
+    static AttentionCall backward(Tensor dout, PackedSequences q, PackedSequences k, Tensor v, Tensor out, Tensor lse,
+                                  AttentionOptions options) {
+        Objects.requireNonNull(q, "q");
+        Objects.requireNonNull(k, "k");
+        return new AttentionCall(true, dout, q.tokens(), k.tokens(), v, out, lse, q.cuSeqlens(), k.cuSeqlens(),
+                k.usedLengths().orElse(null), q.usedLengths().orElse(null), q.maxSeqlen(), k.maxSeqlen(), options);
+    }
+
+    boolean varlen() {
+        return cuSeqlensQ != null;
+    }
+
+    /** Names of the tensor arguments the caller passes (dense: the parameter names), in parameter order. */
+    List<String> argumentNames() {
+        List<String> names = new ArrayList<>(backward ? List.of("dout", "q", "k", "v", "out", "lse") : List.of("q", "k", "v"));
+        if (varlen()) {
+            names.addAll(List.of("cu_seqlens_q", "cu_seqlens_k"));
+            if (usedLengthsK != null) names.add("seqused_k");
+        }
+        if (options != null && options.alibiSlopes().isPresent()) names.add("alibi_slopes");
+        return names;
+    }
+
+    /** The tensor arguments, matching {@link #argumentNames()}; elements may be null (checked by the caller). */
+    List<Tensor> arguments() {
+        List<Tensor> tensors = new ArrayList<>(backward ? Arrays.asList(dout, q, k, v, out, lse) : Arrays.asList(q, k, v));
+        if (varlen()) {
+            tensors.add(cuSeqlensQ);
+            tensors.add(cuSeqlensK);
+            if (usedLengthsK != null) tensors.add(usedLengthsK);
+        }
+        if (options != null) options.alibiSlopes().ifPresent(tensors::add);
+        return tensors;
+    }
+
+    /** Names of the outputs: out, lse or dq, dk, dv. */
+    List<String> outputNames() {
+        return backward ? List.of("dq", "dk", "dv") : List.of("out", "lse");
+    }
+
+    /** Shapes of the outputs the call would allocate; the inputs must have passed {@link AttentionChecks}. */
+    long[][] outputShapes() {
+        if (backward) return new long[][] {q.shape(), k.shape(), k.shape()};
+        long[] s = q.shape();
+        long[] lse = varlen() ? new long[] {s[1], s[0]} : new long[] {s[0], s[2], s[1]};
+        return new long[][] {s, lse};
+    }
+
+    DType[] outputDtypes() {
+        return backward ? new DType[] {q.dtype(), q.dtype(), q.dtype()} : new DType[] {q.dtype(), DType.FLOAT32};
+    }
+
+    /** The {@code fa4j_attention_args} of this call writing into {@code outputs}, valid as long as {@code arena}. */
+    MemorySegment describe(Arena arena, Tensor... outputs) {
+        MemorySegment[] described = new MemorySegment[outputs.length];
+        for (int i = 0; i < outputs.length; i++) described[i] = TensorDescriptors.describe(outputs[i], arena);
+        return args(arena, described);
+    }
+
+    /**
+     * The {@code fa4j_attention_args} of this call with the outputs it would allocate described (shape,
+     * dtype, device, contiguous strides) at addresses where no memory is: for the support query only.
+     *
+     * @throws IllegalArgumentException if an output's size in bytes overflows a long, as allocating it would
+     */
+    MemorySegment describeUnallocated(Arena arena) {
+        long[][] shapes = outputShapes();
+        DType[] dtypes = outputDtypes();
+        MemorySegment[] described = new MemorySegment[shapes.length];
+        long address = UNALLOCATED_BASE;
+        for (int i = 0; i < shapes.length; i++) {
+            long bytes = Layout.multiply(Layout.contiguous(shapes[i]).elementCount(), dtypes[i].byteSize(), shapes[i]);
+            described[i] = TensorDescriptors.describeUnallocated(dtypes[i], q.device(), shapes[i], address, arena);
+            // Wraps only for outputs of 2^62 bytes, which no call could allocate either.
+            address += (bytes + ALLOCATION_ALIGNMENT - 1) & -ALLOCATION_ALIGNMENT;
+        }
+        return args(arena, described);
+    }
+
+    private MemorySegment args(Arena arena, MemorySegment[] outputs) {
+        NativeCalls.ensureLoaded();
+        MemorySegment a = fa4j_attention_args.allocate(arena);  // zeroed: absent tensors are NULL
+        fa4j_attention_args.struct_size(a, fa4j_attention_args.layout().byteSize());
+        fa4j_attention_args.direction(a, backward ? flashattn4j_h.FA4J_ATTENTION_BACKWARD() : flashattn4j_h.FA4J_ATTENTION_FORWARD());
+        fa4j_attention_args.kernel_family(a, options.kernelFamily().nativeCode());
+        fa4j_attention_args.q(a, TensorDescriptors.describe(q, arena));
+        fa4j_attention_args.k(a, TensorDescriptors.describe(k, arena));
+        fa4j_attention_args.v(a, TensorDescriptors.describe(v, arena));
+        if (backward) {
+            fa4j_attention_args.dout(a, TensorDescriptors.describe(dout, arena));
+            fa4j_attention_args.out(a, TensorDescriptors.describe(out, arena));
+            fa4j_attention_args.lse(a, TensorDescriptors.describe(lse, arena));
+            fa4j_attention_args.dq(a, outputs[0]);
+            fa4j_attention_args.dk(a, outputs[1]);
+            fa4j_attention_args.dv(a, outputs[2]);
+        } else {
+            fa4j_attention_args.out(a, outputs[0]);
+            fa4j_attention_args.lse(a, outputs[1]);
+        }
+        if (varlen()) {
+            fa4j_attention_args.cu_seqlens_q(a, TensorDescriptors.describe(cuSeqlensQ, arena));
+            fa4j_attention_args.cu_seqlens_k(a, TensorDescriptors.describe(cuSeqlensK, arena));
+            if (usedLengthsK != null) fa4j_attention_args.seqused_k(a, TensorDescriptors.describe(usedLengthsK, arena));
+            fa4j_attention_args.max_seqlen_q(a, maxSeqlenQ);
+            fa4j_attention_args.max_seqlen_k(a, maxSeqlenK);
+        }
+        options.alibiSlopes().ifPresent(slopes -> fa4j_attention_args.alibi_slopes(a, TensorDescriptors.describe(slopes, arena)));
+        fa4j_attention_args.softmax_scale(a, options.softmaxScale(q.size(-1)));
+        fa4j_attention_args.softcap(a, options.softcap());
+        fa4j_attention_args.causal(a, options.causal() ? 1 : 0);
+        fa4j_attention_args.window_left(a, options.windowLeft());
+        fa4j_attention_args.window_right(a, options.windowRight());
+        fa4j_attention_args.num_threads(a, options.numThreads());
+        return a;
+    }
+}
