@@ -362,7 +362,8 @@ typedef enum fa4j_attention_direction {
  *   s = softmax_scale · q_i·k_j
  *   s = softcap · tanh(s / softcap)                 if softcap > 0
  *   s = s - alibi_slope(head) · |i' - j|            if alibi_slopes is given (float32 [heads_q] or
- *                                                   [batch, heads_q])
+ *                                                   [batch, heads_q], finite: checked for CPU tensors;
+ *                                                   a bias beyond float saturates at ±FLT_MAX)
  *   masked (excluded) unless i' - window_left <= j <= i' + window_right; causal sets window_right = 0;
  *   a bound of FA4J_WINDOW_UNBOUNDED (-1) is no bound.
  * A query row that may attend no key gets out = 0, lse = -infinity and zero gradients.

@@ -133,6 +133,12 @@ Outcome capability_query() {
     a.softcap = 0;
     o.detail += " null supported";
     expect_refusal(o, fa4j_attention_support(&a, nullptr, nullptr, 0), FA4J_ERROR_INVALID_ARGUMENT);
+    Host slopes = Host::filled({2}, 0.5f);
+    slopes.f[1] = INFINITY;
+    a.alibi_slopes = &slopes.t;
+    o.detail += " infinite ALiBi slope";
+    expect_refusal(o, fa4j_attention(&a, nullptr), FA4J_ERROR_INVALID_ARGUMENT);
+    a.alibi_slopes = nullptr;
     a.struct_size = 16;
     o.detail += " struct_size 16";
     expect_refusal(o, fa4j_attention(&a, nullptr), FA4J_ERROR_INVALID_ARGUMENT);

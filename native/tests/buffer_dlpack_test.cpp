@@ -198,6 +198,8 @@ Outcome import_refusals() {
     bad = good;
     bad.dtype = fa4j_dtype{FA4J_DTYPE_CODE_FLOAT, 64, 1};
     refuse("float64", {{1, 0}, nullptr, count_versioned, 0, bad});
+    bad.dtype = fa4j_dtype{FA4J_DTYPE_CODE_INT, 64, 1};
+    refuse("int64", {{1, 0}, nullptr, count_versioned, 0, bad});
     bad = good;
     bad.device = fa4j_device{10, 0};
     refuse("ROCm device", {{1, 0}, nullptr, count_versioned, 0, bad});

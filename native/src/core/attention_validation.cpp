@@ -220,6 +220,16 @@ void check_features(const fa4j_attention_args& a, const Common& c, AttentionConf
             f.alibi_head_stride = t.strides[1];
         }
         f.alibi_slopes = reinterpret_cast<const float*>(first_element(t));
+        // Host slopes are checked here; device ones cannot be read without a synchronisation.
+        if (c.device.device_type == FA4J_DEVICE_CPU) {
+            const int64_t rows = t.ndim == 2 ? c.shape.batch : 1;
+            for (int64_t b = 0; b < rows; b++)
+                for (int64_t h = 0; h < c.shape.heads_q; h++) {
+                    const float slope = f.alibi_slopes[b * f.alibi_batch_stride + h * f.alibi_head_stride];
+                    require(std::isfinite(slope), "alibi_slopes must be finite; [" + std::to_string(b) + ", " +
+                                                      std::to_string(h) + "] is " + std::to_string(slope));
+                }
+        }
     }
 }
 

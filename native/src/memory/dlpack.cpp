@@ -50,9 +50,11 @@ Managed* make_exported(Buffer* owner, const fa4j_tensor& tensor) {
     return &exported.release()->managed;
 }
 
+// The dtypes tensors of this library hold: float32, float16, bfloat16, and int32 (sequence offsets).
 bool known_dtype(const fa4j_dtype& dtype) {
     if (dtype.lanes != 1) return false;
     if (dtype.code == FA4J_DTYPE_CODE_FLOAT) return dtype.bits == 32 || dtype.bits == 16;
+    if (dtype.code == FA4J_DTYPE_CODE_INT) return dtype.bits == 32;
     return dtype.code == FA4J_DTYPE_CODE_BFLOAT && dtype.bits == 16;
 }
 
@@ -65,7 +67,7 @@ size_t check_tensor(const fa4j_tensor& t, bool strides_required) {
     require(!strides_required || t.ndim == 0 || t.strides != nullptr, "strides is null");
     require(known_dtype(t.dtype), "dtype (code " + std::to_string(t.dtype.code) + ", bits " +
                                       std::to_string(t.dtype.bits) + ", lanes " + std::to_string(t.dtype.lanes) +
-                                      ") is not float32, float16 or bfloat16");
+                                      ") is not float32, float16, bfloat16 or int32");
     constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
     int64_t elements = 1;
     int64_t last = 0;  // offset of the last element, in elements

@@ -216,6 +216,15 @@ class InteropTest {
     }
 
     @Test
+    void int32TensorsCrossDLPack() {
+        try (Tensor offsets = Tensor.fromInts(new int[] {0, 5, 5, 17}, CPU, 4);
+             Tensor imported = DLPack.fromDLPack(DLPack.toDLPack(offsets))) {
+            assertEquals(DType.INT32, imported.dtype());
+            assertArrayEquals(new int[] {0, 5, 5, 17}, imported.toIntArray());
+        }
+    }
+
+    @Test
     void wrappedMemoryCannotBeExported() {
         try (Arena arena = Arena.ofConfined(); Tensor t = Tensor.wrap(arena.allocate(16, 8), DType.FLOAT32, 4)) {
             assertThrows(FlashAttnException.InvalidArgument.class, () -> DLPack.toDLPack(t));
