@@ -155,11 +155,6 @@ Outcome run_refused_scale(const Case& c) {
     return o;
 }
 
-// The largest softmax scale flashattn4j.h accepts for head_dim d.
-float largest_scale(int64_t d) {
-    return std::nextafter(static_cast<float>(8.507059173023462e37 / (static_cast<double>(d) * 65504.0 * 65504.0)), 0.0f);
-}
-
 }  // namespace
 
 int main() {
@@ -218,12 +213,6 @@ int main() {
     // where the exact gradient is 0), values near the float16 maximum (NaN gradients); its scale 1e38
     // on [1, 4, 1, 8] (out = NaN) is past the documented range and must be refused, and the largest
     // scale that is not must work. 64/sqrt(d) gives large but not one-hot rows.
-    struct Extreme {
-        Shape s;
-        float scale;
-        Values values;
-        bool causal;
-    };
     const float nan = std::numeric_limits<float>::quiet_NaN();
     const std::vector<Extreme> extremes = {
         {{1, 40, 40, 1, 1, 64}, 1e10f, Values::Normal, false},

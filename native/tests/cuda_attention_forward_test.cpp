@@ -295,14 +295,8 @@ int main(int argc, char** argv) {
     // scale 1e10 on [1, 40, 1, 64], inputs times 1e4, values near the float16 maximum, the largest
     // accepted scale, and moderate scores followed by huge ones and the reverse (both kernels walk the
     // keys from the last tile to the first), where the running maximum jumps by orders of magnitude.
-    struct Extreme {
-        Shape s;
-        float scale;
-        Values values;
-        bool causal;
-    };
     const float nan = std::numeric_limits<float>::quiet_NaN();
-    const float largest_scale_d64 = std::nextafter(static_cast<float>(8.507059173023462e37 / (64.0 * 65504.0 * 65504.0)), 0.0f);
+    const float largest_scale_d64 = largest_scale(64);
     const std::vector<Extreme> extremes = {
         {{1, 40, 40, 1, 1, 64}, 1e10f, Values::Normal, false},
         {{1, 4, 4, 1, 1, 64}, largest_scale_d64, Values::Normal, false},

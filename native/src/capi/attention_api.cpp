@@ -24,7 +24,7 @@ extern "C" fa4j_status fa4j_attention_support(const fa4j_attention_args* args, i
         } catch (const fa4j::Error& e) {
             // The status and message fa4j_attention would report, under its name.
             *status = e.status();
-            why = std::string("fa4j_attention: ") + e.what();
+            why = fa4j::capi::failure_message("fa4j_attention", e);
         }
         if (reason_capacity > 0) {
             const size_t n = std::min(why.size(), reason_capacity - 1);

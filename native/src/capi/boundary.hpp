@@ -11,13 +11,16 @@ namespace fa4j::capi {
 
 void set_last_error(const std::string& message) noexcept;
 
+// The message a failing C ABI function leaves: its name, then what went wrong.
+inline std::string failure_message(const char* function, const Error& e) { return std::string(function) + ": " + e.what(); }
+
 template <typename Body>
 fa4j_status guarded(const char* function, Body&& body) noexcept {
     try {
         body();
         return FA4J_OK;
     } catch (const Error& e) {
-        set_last_error(std::string(function) + ": " + e.what());
+        set_last_error(failure_message(function, e));
         return e.status();
     } catch (const std::bad_alloc&) {
         set_last_error(std::string(function) + ": out of host memory");

@@ -134,14 +134,9 @@ void check_qkv_devices(const Common& c, const fa4j_tensor* k, const fa4j_tensor*
 
 // An int32 vector of sequence lengths or offsets: its descriptor, device and length.
 const int32_t* int32_vector(const Common& c, const fa4j_tensor* t, const char* name, int64_t length) {
-    require(t->ndim == 1 && t->shape != nullptr && t->strides != nullptr,
-            std::string(name) + " must be a 1-d int32 tensor with shape and strides");
-    require(t->dtype.code == FA4J_DTYPE_CODE_INT && t->dtype.bits == 32 && t->dtype.lanes == 1, std::string(name) + " must be int32");
+    check_int32_descriptor(t, name, 1);
     require(t->shape[0] == length, describe(name, *t) + " must have " + std::to_string(length) + " elements");
     require(length <= 1 || t->strides[0] == 1, std::string(name) + " must be contiguous");
-    require(t->data != nullptr || length == 0, std::string(name) + " has no data");
-    require(reinterpret_cast<uintptr_t>(t->data) % alignof(int32_t) == 0 && t->byte_offset % alignof(int32_t) == 0,
-            std::string(name) + " is not 4-byte aligned");
     require_same_device(c, *t, name);
     return reinterpret_cast<const int32_t*>(first_element(*t));
 }
@@ -152,8 +147,8 @@ const int32_t* int32_vector(const Common& c, const fa4j_tensor* t, const char* n
 void check_varlen(const fa4j_attention_args& a, Common& c, AttentionConfig& config) {
     require(a.cu_seqlens_q != nullptr && a.cu_seqlens_k != nullptr,
             "cu_seqlens_q and cu_seqlens_k are given together (varlen) or not at all");
-    require(a.cu_seqlens_q->ndim == 1 && a.cu_seqlens_q->shape != nullptr && a.cu_seqlens_q->shape[0] >= 1,
-            "cu_seqlens_q must be a 1-d int32 tensor of batch + 1 >= 1 elements");
+    check_int32_descriptor(a.cu_seqlens_q, "cu_seqlens_q", 1);
+    require(a.cu_seqlens_q->shape[0] >= 1, "cu_seqlens_q must have batch + 1 >= 1 elements");
     const int64_t batch = a.cu_seqlens_q->shape[0] - 1;
     VarlenInfo& v = config.varlen;
     v.cu_seqlens_q = int32_vector(c, a.cu_seqlens_q, "cu_seqlens_q", batch + 1);

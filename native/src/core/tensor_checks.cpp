@@ -126,7 +126,12 @@ int64_t element_count(const fa4j_tensor& t) {
 
 char* first_element(const fa4j_tensor& t) { return static_cast<char*>(t.data) + t.byte_offset; }
 
-DType check_descriptor(const fa4j_tensor* t, const char* name, int expected_ndim) {
+namespace {
+
+// The checks of every descriptor; `element_bytes` checks the dtype (at the point the messages have always
+// reported it) and returns its size.
+template <class ElementBytes>
+void check_fields(const fa4j_tensor* t, const char* name, int expected_ndim, ElementBytes element_bytes) {
     const std::string n(name);
     require(t != nullptr, n + " is null");
     require(t->ndim == expected_ndim,
@@ -137,8 +142,7 @@ DType check_descriptor(const fa4j_tensor* t, const char* name, int expected_ndim
     require(t->device.device_type == FA4J_DEVICE_CPU || t->device.device_type == FA4J_DEVICE_CUDA,
             n + ": device type " + std::to_string(t->device.device_type) + " is neither CPU (1) nor CUDA (2)");
     require(t->device.device_id >= 0, n + ": negative device id");
-    const DType dtype = dtype_of(t->dtype, name);
-    const int64_t element = dtype_size(dtype);
+    const int64_t element = element_bytes();
     int64_t count = 1, last = 0;
     for (int i = 0; i < t->ndim; ++i) {
         require(t->shape[i] >= 0, n + ": negative size in dimension " + std::to_string(i));
@@ -154,7 +158,25 @@ DType check_descriptor(const fa4j_tensor* t, const char* name, int expected_ndim
                 n + ": data is not aligned to the element size");
         require(t->byte_offset <= static_cast<uint64_t>(INT64_MAX), n + ": byte_offset too large");
     }
+}
+
+}  // namespace
+
+DType check_descriptor(const fa4j_tensor* t, const char* name, int expected_ndim) {
+    DType dtype{};
+    check_fields(t, name, expected_ndim, [&] {
+        dtype = dtype_of(t->dtype, name);
+        return static_cast<int64_t>(dtype_size(dtype));
+    });
     return dtype;
+}
+
+void check_int32_descriptor(const fa4j_tensor* t, const char* name, int expected_ndim) {
+    check_fields(t, name, expected_ndim, [&] {
+        require(t->dtype.code == FA4J_DTYPE_CODE_INT && t->dtype.bits == 32 && t->dtype.lanes == 1,
+                std::string(name) + " must be int32");
+        return static_cast<int64_t>(sizeof(int32_t));
+    });
 }
 
 void check_not_self_overlapping(const fa4j_tensor& t, const char* name) {

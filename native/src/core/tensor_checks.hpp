@@ -15,6 +15,9 @@ namespace fa4j {
 // dtype with lanes == 1, aligned data, a known device type) and returns its dtype.
 DType check_descriptor(const fa4j_tensor* t, const char* name, int expected_ndim);
 
+// check_descriptor for tensors of int32 (sequence offsets and lengths), which attention's data never is.
+void check_int32_descriptor(const fa4j_tensor* t, const char* name, int expected_ndim);
+
 int64_t element_count(const fa4j_tensor& t);
 
 // Byte address of element (0, ..., 0).

@@ -44,6 +44,19 @@ inline const char* values_name(Values v) {
     return "?";
 }
 
+// The largest softmax scale flashattn4j.h accepts for head_dim d: |scale| · d · 65504² <= 2^126.
+inline float largest_scale(int64_t d) {
+    return std::nextafter(static_cast<float>(8.507059173023462e37 / (static_cast<double>(d) * 65504.0 * 65504.0)), 0.0f);
+}
+
+// One extreme-input case of the drivers: a shape, a scale (NaN: the default 1/sqrt(d)), the values.
+struct Extreme {
+    Shape s;
+    float scale;
+    Values values;
+    bool causal;
+};
+
 // ALiBi slopes (float32): none, one per query head ([heads_q], stride 2 so that a read of the gaps
 // shows as NaN), or one per batch and query head ([batch, heads_q], rows padded by 3).
 enum class Alibi { None, PerHead, PerBatchHead };

@@ -17,8 +17,7 @@ final class NativeBuffers {
         NativeCalls.ensureLoaded();
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment dev = fa4j_device.allocate(arena);
-            fa4j_device.device_type(dev, device.kind().dlpackCode());
-            fa4j_device.device_id(dev, device.isCuda() ? device.index() : 0);
+            TensorDescriptors.writeDevice(dev, device);
             MemorySegment holder = arena.allocate(ValueLayout.ADDRESS);
             NativeCalls.check(flashattn4j_h.fa4j_buffer_allocate(dev, byteSize, stream, holder));
             return holder.get(ValueLayout.ADDRESS, 0).address();

@@ -188,11 +188,8 @@ public final class Tensor implements AutoCloseable {
     public static Tensor fromArray(float[] values, DType dtype, Device device, long... shape) {
         Objects.requireNonNull(values, "values");
         Objects.requireNonNull(shape, "shape");
-        long count = Layout.contiguous(shape).elementCount();
-        if (values.length != count) {
-            // Before allocating: a wrong shape must not cost (or fail) an allocation of its size.
-            throw new IllegalArgumentException(values.length + " values for a tensor of shape " + Arrays.toString(shape));
-        }
+        // Before allocating: a wrong shape must not cost (or fail) an allocation of its size.
+        requireValueCount(values.length, Layout.contiguous(shape).elementCount(), shape);
         Tensor t = empty(dtype, device, shape);
         try {
             t.copyFromArray(values);
@@ -212,10 +209,7 @@ public final class Tensor implements AutoCloseable {
     public static Tensor fromInts(int[] values, Device device, long... shape) {
         Objects.requireNonNull(values, "values");
         Objects.requireNonNull(shape, "shape");
-        long count = Layout.contiguous(shape).elementCount();
-        if (values.length != count) {
-            throw new IllegalArgumentException(values.length + " values for a tensor of shape " + Arrays.toString(shape));
-        }
+        requireValueCount(values.length, Layout.contiguous(shape).elementCount(), shape);
         Tensor t = empty(DType.INT32, device, shape);
         try {
             t.writeBytes(MemorySegment.ofArray(values), CudaStream.Lease.NONE);
@@ -683,9 +677,7 @@ public final class Tensor implements AutoCloseable {
     public void copyFromShorts(short[] bits) {
         Objects.requireNonNull(bits, "bits");
         require16Bit();
-        if (bits.length != numel()) {
-            throw new IllegalArgumentException(bits.length + " values for a tensor of shape " + Arrays.toString(shape()));
-        }
+        requireValueCount(bits.length, numel(), layout.shape());
         writeBytes(MemorySegment.ofArray(bits), CudaStream.Lease.NONE);
     }
 
@@ -712,6 +704,11 @@ public final class Tensor implements AutoCloseable {
         if (given != byteCount()) {
             throw new IllegalArgumentException(what + " has " + given + " bytes; " + this + " has " + byteCount());
         }
+    }
+
+    /** Java arrays handed in must hold exactly the tensor's element count. */
+    private static void requireValueCount(int given, long count, long[] shape) {
+        if (given != count) throw new IllegalArgumentException(given + " values for a tensor of shape " + Arrays.toString(shape));
     }
 
     private void require16Bit() {
@@ -906,9 +903,7 @@ public final class Tensor implements AutoCloseable {
 
     private void writeAll(float[] values, CudaStream.Lease stream) {
         Objects.requireNonNull(values, "values");
-        if (values.length != numel()) {
-            throw new IllegalArgumentException(values.length + " values for a tensor of shape " + Arrays.toString(shape()));
-        }
+        requireValueCount(values.length, numel(), layout.shape());
         try (Storage.Lease lease = leaseForWriting()) {
             if (values.length == 0) return;
             if (device().isCuda()) {

@@ -25,12 +25,16 @@ final class TensorDescriptors {
         return describe(address, device, dtype, Layout.contiguous(shape), 0, arena);
     }
 
+    /** Writes {@code device} into an {@code fa4j_device} (DLDevice). */
+    static void writeDevice(MemorySegment target, Device device) {
+        fa4j_device.device_type(target, device.kind().dlpackCode());
+        fa4j_device.device_id(target, device.index());
+    }
+
     private static MemorySegment describe(long address, Device dev, DType type, Layout layout, long byteOffset, Arena arena) {
         MemorySegment d = fa4j_tensor.allocate(arena);
         fa4j_tensor.data(d, MemorySegment.ofAddress(address));
-        MemorySegment device = fa4j_tensor.device(d);
-        fa4j_device.device_type(device, dev.kind().dlpackCode());
-        fa4j_device.device_id(device, dev.index());
+        writeDevice(fa4j_tensor.device(d), dev);
         fa4j_tensor.ndim(d, layout.rank());
         MemorySegment dtype = fa4j_tensor.dtype(d);
         fa4j_dtype.code(dtype, (byte) type.dlpackCode());
