@@ -153,7 +153,7 @@ class AttentionGpuTest extends GpuTest {
             List<String> agreement = new ArrayList<>();
             for (int i = 0; i < names.length; i++) {
                 DType t = i == 1 ? FLOAT32 : dtype;
-                double bound = 2 * (2 * Precision.maxError(plains[i], exacts[i]) + Precision.epsilon(t));
+                double bound = 2 * (2 * Precision.maxError(plains[i], exacts[i]) + Precision.epsilon(exacts[i], t));
                 double difference = maxDifference(gpu[i], cpu[i]);
                 String name = names[i];
                 assertTrue(difference <= bound, () -> name + ": max |cuda - cpu| = " + difference + " exceeds " + bound);

@@ -271,12 +271,7 @@ class AttentionPropertiesTest {
      * </ul>
      */
     private static void check(String name, float[] kernel, double[] exact, double[] plain, DType dtype, double terms, double lseTerm) {
-        double resolution = 0;
-        for (double x : exact) {
-            double stored = Precision.round(x, dtype);
-            double roundTrip = Precision.round(Precision.round(stored + 0.3, dtype) - 0.3, dtype);
-            if (Double.isFinite(x)) resolution = Math.max(resolution, Math.abs(roundTrip - stored));
-        }
+        double resolution = Precision.resolution(exact, dtype);
         double magnitude = Math.max(1, Math.max(terms, maxAbs(exact)));
         double error = Precision.maxError(kernel, exact);
         double bound = RTOL * Precision.maxError(plain, exact) + Math.max(Precision.epsilon(dtype) * magnitude, 2 * resolution)

@@ -31,7 +31,7 @@ class Int32TensorTest {
 
     @Test
     void fromIntsAndToIntArrayAreExact() {
-        int[] v = values(System.nanoTime(), 24);
+        int[] v = values(Seeds.fresh(), 24);
         try (Tensor t = Tensor.fromInts(v, Device.CPU, 2, 3, 4)) {
             assertEquals(DType.INT32, t.dtype());
             assertArrayEquals(new long[] {2, 3, 4}, t.shape());
@@ -41,7 +41,7 @@ class Int32TensorTest {
 
     @Test
     void stridedViewsAndCopiesAreExact() {
-        int[] v = values(System.nanoTime(), 24);
+        int[] v = values(Seeds.fresh(), 24);
         try (TensorScope scope = TensorScope.open()) {
             Tensor t = scope.fromInts(v, Device.CPU, 2, 3, 4);
             Tensor view = scope.track(t.transpose(0, 2).slice(1, 1, 3));  // [4, 2, 2], not contiguous

@@ -15,7 +15,6 @@ import org.junit.jupiter.params.provider.MethodSource;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
-import java.util.SplittableRandom;
 import java.util.stream.Stream;
 
 import static io.github.flashattn4j.DType.BFLOAT16;
@@ -105,7 +104,7 @@ class VarlenAttentionCpuTest {
         Problem.Features f = c.features();
         ReferenceAttention.Varlen vl = new ReferenceAttention.Varlen(cuQ, cuK, c.usedK(), totalQ, totalK, c.headsQ(), c.headsKv(),
                 c.headDim(), c.causal(), scale, f);
-        long seed = new SplittableRandom().nextLong();
+        long seed = Seeds.fresh();
         try (TensorScope scope = TensorScope.open()) {
             AttentionOptions.Builder builder = AttentionOptions.builder().causal(c.causal()).softmaxScale((float) scale)
                     .window(f.windowLeft(), f.windowRight()).softcap((float) f.softcap());
