@@ -12,7 +12,7 @@
 # and prints a summary. Logs go to $OUT (when set) or ./gpu-out.
 #   scripts/gpu-loop.sh [--skip-bench] [--skip-sanitizer] [--skip-soak] [--soak-cycles N]
 #                       [--shapes 2x8192x16x128,2x8192x16x64] [--archs "90a-real"] [--skip-ctest]
-#                       [--sanitizers "memcheck racecheck synccheck"] [--benches "peers java alloc"]
+#                       [--sanitizers "memcheck racecheck synccheck"] [--benches "peers java gap alloc"]
 # --archs builds for fewer architectures (the local GPU's) to save device time; the full set is the CMake
 # default. All logs are also packed into $logs/logs.tgz (the device tool returns few files).
 set -uo pipefail
@@ -141,6 +141,31 @@ if [ $skip_bench -eq 0 ]; then
   }
   [[ " $benches " == *" java "* ]] && step "bench: Java API" bench-java.log bench_java
   [[ " $benches " == *" java "* ]] && step "bench: native driver again" bench-native-2.log bench_native
+  # The Java-vs-native forward gap, interleaved: native, Java, native, Java, ... (3 rounds each, forward only,
+  # own stream and the driver's inputs on both sides) with the SM clock, power and temperature sampled every
+  # 100 ms, so that a difference is seen against the clocks it ran at rather than against another stretch of
+  # the run.
+  bench_gap() {
+    local round shape b n h d
+    nvidia-smi --query-gpu=timestamp,clocks.sm,power.draw,temperature.gpu --format=csv,noheader -lms 100 \
+      >"$logs/gap-clocks.log" 2>&1 &
+    local sampler=$!
+    for round in 1 2 3; do
+      for shape in ${shapes//,/ }; do
+        IFS=x read -r b n h d <<<"$shape"
+        echo "round $round native $(date +%T.%N)"
+        "$work/build/fa4j_bench" --batch "$b" --seqlen "$n" --heads "$h" --dims "$d" --dtypes bf16 --causal 0,1 \
+          --no-backward | grep -v '^fa4j_bench,'
+        echo "round $round java $(date +%T.%N)"
+        "$java" --enable-native-access=ALL-UNNAMED -Dflashattn4j.library.path="$lib" \
+          -cp "$bundle/jars/flashattn4j-benchmarks.jar" io.github.flashattn4j.bench.BenchCli --device cuda:0 \
+          --shapes "$shape" --warmup 20 --iters 30 --batch 4 --stream --inputs uniform4 --skip-backward || return 1
+      done
+    done
+    kill $sampler 2>/dev/null
+    echo "clock samples: $(wc -l <"$logs/gap-clocks.log")"
+  }
+  [[ " $benches " == *" gap "* ]] && step "bench: Java/native interleaved" bench-gap.log bench_gap
   [[ " $benches " == *" alloc "* ]] && step "bench: allocation per step" bench-alloc.log "$java" --enable-native-access=ALL-UNNAMED -Dflashattn4j.library.path="$lib" \
     -cp "$bundle/jars/flashattn4j-benchmarks.jar" io.github.flashattn4j.bench.AllocationBench
 fi
@@ -148,5 +173,5 @@ fi
 echo
 echo "=== GPU loop summary ($(cat "$logs/gpu.txt")) ==="
 printf '%s\n' "${summary[@]}"
-for f in inprocess-check.log bench-peers.log bench-native-1.log bench-java.log bench-native-2.log bench-alloc.log; do [ -f "$logs/$f" ] && { echo "--- $f"; grep -v '^PASS\|^check ' "$logs/$f" | tail -n 30; }; done
+for f in inprocess-check.log bench-peers.log bench-native-1.log bench-java.log bench-native-2.log bench-gap.log bench-alloc.log; do [ -f "$logs/$f" ] && { echo "--- $f"; grep -v '^PASS\|^check ' "$logs/$f" | tail -n 30; }; done
 (cd "$logs" && tar czf logs.tgz --exclude=logs.tgz ./*.log gpu.txt 2>/dev/null)
