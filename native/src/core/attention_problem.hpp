@@ -65,6 +65,7 @@ struct VarlenInfo {
     const int32_t* cu_seqlens_q = nullptr;  // null: a dense batch
     const int32_t* cu_seqlens_k = nullptr;
     const int32_t* seqused_k = nullptr;
+    int64_t total_q = 0, total_k = 0;  // rows of the packed tensors
     bool enabled() const { return cu_seqlens_q != nullptr; }
 };
 

@@ -154,6 +154,8 @@ void check_varlen(const fa4j_attention_args& a, Common& c, AttentionConfig& conf
     v.cu_seqlens_q = int32_vector(c, a.cu_seqlens_q, "cu_seqlens_q", batch + 1);
     v.cu_seqlens_k = int32_vector(c, a.cu_seqlens_k, "cu_seqlens_k", batch + 1);
     if (a.seqused_k != nullptr) v.seqused_k = int32_vector(c, a.seqused_k, "seqused_k", batch);
+    v.total_q = c.total_q;
+    v.total_k = c.total_k;
     require(a.max_seqlen_q >= 0 && a.max_seqlen_k >= 0, "max_seqlen_q and max_seqlen_k must be >= 0");
     c.shape.batch = batch;
     c.shape.seqlen_q = a.max_seqlen_q;

@@ -6,6 +6,7 @@
 #include "backends/cuda/cuda_backend.hpp"
 #include "backends/cuda/cuda_check.cuh"
 #include "backends/cuda/current_device.hpp"
+#include "backends/cuda/metadata_errors.hpp"
 
 namespace fa4j::cuda {
 namespace {
@@ -68,6 +69,7 @@ void memcpy_sync(int device, void* destination, const void* source, size_t bytes
     if (bytes == 0) return;
     FA4J_CUDA_CHECK(cudaMemcpyAsync(destination, source, bytes, direction, native(stream)));
     FA4J_CUDA_CHECK(cudaStreamSynchronize(native(stream)));
+    report_metadata_errors(device);
 }
 
 void memset_async(int device, void* pointer, int value, size_t bytes, fa4j_stream stream) {
@@ -109,11 +111,13 @@ void mem_get_info(int device, size_t* free_bytes, size_t* total_bytes) {
 void stream_synchronize(int device, fa4j_stream stream) {
     const CurrentDevice current(device);
     FA4J_CUDA_CHECK(cudaStreamSynchronize(native(stream)));
+    report_metadata_errors(device);
 }
 
 void device_synchronize(int device) {
     const CurrentDevice current(device);
     FA4J_CUDA_CHECK(cudaDeviceSynchronize());
+    report_metadata_errors(device);
 }
 
 }  // namespace fa4j::cuda

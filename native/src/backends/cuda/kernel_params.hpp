@@ -1,0 +1,20 @@
+// The kernels' parameter structs (kernels/common/attention_params.hpp) filled in from a validated problem:
+// one place that turns the library's problem description into what every kernel reads.
+#pragma once
+
+#include "backends/cuda/kernels/common/attention_params.hpp"
+#include "core/attention_problem.hpp"
+
+namespace fa4j::cuda {
+
+// The fields every direction shares: tensors q, k, v, shapes, scale, features, varlen metadata (with the
+// device's metadata-error flag when varlen).
+void fill_attention_params(int device, const AttentionConfig& config, const SeqTensor& q, const SeqTensor& k,
+                           const SeqTensor& v, kernels::AttentionParams& params);
+
+kernels::ForwardParams forward_params(int device, const ForwardProblem& problem);
+
+kernels::RowTensor row_tensor(const SeqTensor& t);
+kernels::LseTensor lse_tensor(const LseTensor& t);
+
+}  // namespace fa4j::cuda

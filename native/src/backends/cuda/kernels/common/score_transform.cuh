@@ -1,0 +1,59 @@
+// The transform of a score on the device, written once for every kernel: the raw dot product s = q·k
+// becomes scale·s, then softcap·tanh(·/softcap), then minus slope·|i' - j| (ALiBi), exactly as
+// core/score_mask.hpp defines them for every backend. Kernels without softcap or ALiBi never call it:
+// they keep raw scores and fold the scale into the exponent (ForwardParams::scale_log2).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "backends/cuda/kernels/common/attention_params.hpp"
+#include "core/score_mask.hpp"
+
+namespace fa4j::cuda::kernels {
+
+// tanh on the device, with 1 - tanh² for the backward's dS (the forward and backward use this same one,
+// so P is recomputed bit for bit). tanhf, not tanh.approx: its 2^-11 relative error would show in fp16
+// gradients against the float64 reference.
+struct DeviceTanh {
+    __device__ __forceinline__ float operator()(float x, float& derivative) const {
+        const float t = tanhf(x);
+        derivative = tanh_derivative_from_value(t);
+        return t;
+    }
+};
+
+// The transform for one (batch, query head) of one sequence.
+struct ScoreTransform {
+    float scale;
+    float softcap;   // 0: none
+    float slope;     // 0: no ALiBi
+    int64_t diagonal;  // seqlen_k - seqlen_q of the sequence: query i sits at i' = i + diagonal
+
+    __device__ __forceinline__ static ScoreTransform of(const AttentionParams& p, int64_t seqlen_q, int64_t seqlen_k,
+                                                        int b, int h) {
+        ScoreTransform t;
+        t.scale = p.softmax_scale;
+        t.softcap = p.score.softcap;
+        t.slope = p.score.alibi_slopes != nullptr
+                      ? p.score.alibi_slopes[b * p.score.alibi_batch_stride + h * p.score.alibi_head_stride]
+                      : 0.0f;
+        t.diagonal = seqlen_k - seqlen_q;
+        return t;
+    }
+
+    // The transformed score of query row i and key j, and in `cap_derivative` d(softcap part)/d(scaled s)
+    // (1 without softcap), which the backward multiplies dS by.
+    __device__ __forceinline__ float operator()(float s, int64_t i, int64_t j, float& cap_derivative) const {
+        float t = s * scale;
+        cap_derivative = 1.0f;
+        if (softcap > 0.0f) t = soft_cap(t, softcap, DeviceTanh{}, cap_derivative);
+        if (slope != 0.0f) t = alibi_biased(t, slope, alibi_distance(i + diagonal - j));
+        return t;
+    }
+    __device__ __forceinline__ float operator()(float s, int64_t i, int64_t j) const {
+        float unused;
+        return (*this)(s, i, j, unused);
+    }
+};
+
+}  // namespace fa4j::cuda::kernels
