@@ -5,6 +5,7 @@
 #include "backends/cpu/cpu_attention.hpp"
 #include "backends/cpu/varlen_split.hpp"
 #include "backends/cuda/cuda_backend.hpp"
+#include "dispatch/cuda_kernel_table.hpp"
 #include "core/error.hpp"
 
 namespace fa4j {
@@ -29,32 +30,68 @@ void check_family(const fa4j_device& device, fa4j_kernel_family family) {
         fail(FA4J_ERROR_UNSUPPORTED, std::string("kernel family ") + family_name(family) + " runs CUDA tensors; these are on the CPU");
 }
 
+// The first kernel of the family's candidates (in preference order) that the table and the backend accept
+// for this call, or FA4J_ERROR_UNSUPPORTED with every candidate's reason. `tensors_refusal(kernel)` is
+// the backend's answer for the tensors themselves.
+template <class TensorsRefusal>
+CudaKernelChoice choose_cuda_kernel(fa4j_attention_direction direction, int device, const AttentionConfig& config,
+                                    fa4j_kernel_family family, TensorsRefusal tensors_refusal) {
+    const CudaArch arch = cuda::device_arch(device);
+    CudaKernel candidates[3];
+    const int count = cuda_kernel_candidates(direction, family, candidates);
+    std::string reasons;
+    for (int i = 0; i < count; ++i) {
+        std::string why = cuda_kernel_refusal(candidates[i], config, arch);
+        if (why.empty()) why = tensors_refusal(candidates[i]);
+        if (why.empty()) return {candidates[i], cuda_kernel_head_dim(candidates[i], config.shape.head_dim)};
+        reasons += (reasons.empty() ? "" : "; ") + why;
+    }
+    const char* what = direction == FA4J_ATTENTION_FORWARD ? "forward" : "backward";
+    if (count == 0)
+        reasons = std::string("kernel family ") + family_name(family) + " has no " + what + " kernel (AUTO picks one)";
+    fail(FA4J_ERROR_UNSUPPORTED, std::string("attention ") + what + " on cuda:" + std::to_string(device) + ": " + reasons);
+}
+
+CudaKernelChoice choose_forward(const ValidatedForward& f) {
+    const int device = f.device.device_id;
+    return choose_cuda_kernel(FA4J_ATTENTION_FORWARD, device, f.problem.config, f.family,
+                              [&](CudaKernel k) { return cuda::forward_tensors_refusal(device, f.problem, k); });
+}
+
+CudaKernelChoice choose_backward(const ValidatedBackward& b) {
+    const int device = b.device.device_id;
+    return choose_cuda_kernel(FA4J_ATTENTION_BACKWARD, device, b.problem.config, b.family,
+                              [&](CudaKernel k) { return cuda::backward_tensors_refusal(device, b.problem, k); });
+}
+
 }  // namespace
 
 void check_support(const ValidatedCall& call) {
     if (call.direction == FA4J_ATTENTION_FORWARD) {
         const ValidatedForward& f = call.forward;
         check_family(f.device, f.family);
-        if (f.device.device_type == FA4J_DEVICE_CUDA) cuda::check_forward(f.device.device_id, f.problem, f.family);
+        if (f.device.device_type == FA4J_DEVICE_CUDA) choose_forward(f);
         return;
     }
     const ValidatedBackward& b = call.backward;
     check_family(b.device, b.family);
-    if (b.device.device_type == FA4J_DEVICE_CUDA) cuda::check_backward(b.device.device_id, b.problem, b.family);
+    if (b.device.device_type == FA4J_DEVICE_CUDA) choose_backward(b);
 }
 
 void run(const ValidatedCall& call, fa4j_stream stream) {
     if (call.direction == FA4J_ATTENTION_FORWARD) {
         const ValidatedForward& f = call.forward;
         check_family(f.device, f.family);
-        if (f.device.device_type == FA4J_DEVICE_CUDA) cuda::attention_forward(f.device.device_id, f.problem, f.family, stream);
+        if (f.device.device_type == FA4J_DEVICE_CUDA)
+            cuda::attention_forward(f.device.device_id, f.problem, choose_forward(f), stream);
         else if (f.problem.config.varlen.enabled()) cpu::for_each_sequence(f.problem, cpu::attention_forward);
         else cpu::attention_forward(f.problem);
         return;
     }
     const ValidatedBackward& b = call.backward;
     check_family(b.device, b.family);
-    if (b.device.device_type == FA4J_DEVICE_CUDA) cuda::attention_backward(b.device.device_id, b.problem, b.family, stream);
+    if (b.device.device_type == FA4J_DEVICE_CUDA)
+        cuda::attention_backward(b.device.device_id, b.problem, choose_backward(b), stream);
     else if (b.problem.config.varlen.enabled()) cpu::for_each_sequence(b.problem, cpu::attention_backward);
     else cpu::attention_backward(b.problem);
 }

@@ -14,7 +14,6 @@
 #include "backends/cuda/cuda_backend.hpp"
 #include "backends/cuda/cuda_check.cuh"
 #include "backends/cuda/current_device.hpp"
-#include "backends/cuda/feature_support.hpp"
 #include "backends/cuda/kernels/fa2_backward_params.cuh"
 #include "core/error.hpp"
 
@@ -32,38 +31,25 @@ size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
 }  // namespace
 
-void check_backward(int device, const BackwardProblem& problem, fa4j_kernel_family family) {
-    const AttentionConfig& config = problem.config;
-    const AttentionShape& s = config.shape;
-    require_plain_dense(config, "backward");
-    if (family == FA4J_KERNEL_SM90)
-        fail(FA4J_ERROR_UNSUPPORTED, "kernel family SM90 has no backward kernel yet (the backward runs on the SM80 "
-                                     "kernels, which AUTO picks)");
-    if (config.dtype == DType::F32)
-        fail(FA4J_ERROR_UNSUPPORTED,
-             "attention backward on CUDA supports float16 and bfloat16 tensors, not float32 (convert the inputs to a "
-             "16-bit dtype, or use CPU tensors for float32)");
-    if (s.head_dim > 128)
-        fail(FA4J_ERROR_UNSUPPORTED, "attention backward on CUDA supports head_dim up to 128, got " +
-                                         std::to_string(s.head_dim) + " (use CPU tensors for larger head dims)");
+std::string backward_tensors_refusal(int device, const BackwardProblem& problem, CudaKernel) {
+    (void)device;
+    const AttentionShape& s = problem.config.shape;
     constexpr int64_t kMaxGrid = 65535;  // grid y (kv heads) and z (batch)
     constexpr int64_t kMaxSeq = int64_t(1) << 30;
     if (s.batch > kMaxGrid || s.heads_kv > kMaxGrid || s.seqlen_q > kMaxSeq || s.seqlen_k > kMaxSeq ||
         s.heads_q > kMaxSeq)
-        fail(FA4J_ERROR_UNSUPPORTED, "attention backward on CUDA supports batch and heads_kv up to 65535 and "
-                                     "seqlen and heads_q up to 2^30");
-    const CurrentDevice current(device);
+        return "attention backward on CUDA supports batch and heads_kv up to 65535 and seqlen and heads_q up to 2^30";
+    return "";
 }
 
-void attention_backward(int device, const BackwardProblem& problem, fa4j_kernel_family family, fa4j_stream stream) {
-    check_backward(device, problem, family);
+void attention_backward(int device, const BackwardProblem& problem, CudaKernelChoice choice, fa4j_stream stream) {
     const AttentionConfig& config = problem.config;
     const AttentionShape& s = config.shape;
     const CurrentDevice current(device);
     if (s.batch == 0) return;  // every tensor is empty
     const auto native_stream = reinterpret_cast<cudaStream_t>(stream);
 
-    const int head_dim_pad = s.head_dim <= 64 ? 64 : 128;
+    const int head_dim_pad = choice.head_dim;
     const int64_t seqlen_q_pad = (s.seqlen_q + fa2bwd::kRowPadding - 1) / fa2bwd::kRowPadding * fa2bwd::kRowPadding;
     const auto rows = static_cast<size_t>(s.batch * s.heads_q * seqlen_q_pad);
     const size_t accum_bytes = align_up(rows * static_cast<size_t>(head_dim_pad) * sizeof(float), 256);

@@ -2,7 +2,6 @@
 // (dtype, head dim, 16-byte alignment, index ranges), then queues one kernel launch on the caller's
 // stream: the Hopper (wgmma + TMA) kernel on compute capability 9.0 devices, the FlashAttention-2
 // (mma.sync) kernel elsewhere. Nothing here synchronizes or allocates. The kernels live in kernels/.
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -11,7 +10,7 @@
 #include "backends/cuda/cuda_backend.hpp"
 #include "backends/cuda/cuda_check.cuh"
 #include "backends/cuda/current_device.hpp"
-#include "backends/cuda/feature_support.hpp"
+#include "backends/cuda/kernel_params.hpp"
 #include "backends/cuda/kernels/fa2_forward.hpp"
 #include "backends/cuda/kernels/fa3_forward.hpp"
 #include "core/error.hpp"
@@ -32,35 +31,15 @@ std::string stride_text(const SeqTensor& t) {
 
 // The kernels move rows as 16-byte vectors, so the base address and every stride that actually moves
 // the pointer (those of dimensions longer than 1) must be multiples of 16 bytes.
-void require_vector_aligned(const char* name, const SeqTensor& t, int64_t batch, int64_t seqlen, int64_t heads) {
+std::string vector_alignment_refusal(const char* name, const SeqTensor& t, int64_t batch, int64_t seqlen, int64_t heads) {
     const bool base_ok = reinterpret_cast<uintptr_t>(t.data) % kVectorBytes == 0;
     const bool strides_ok = (batch <= 1 || t.batch_stride % kVectorElems == 0) &&
                             (seqlen <= 1 || t.seq_stride % kVectorElems == 0) &&
                             (heads <= 1 || t.head_stride % kVectorElems == 0);
-    if (base_ok && strides_ok) return;
-    fail(FA4J_ERROR_UNSUPPORTED,
-         std::string(name) + " is not 16-byte aligned for the CUDA kernels: its first element must sit at a multiple of 16 bytes " +
-             "and its batch, sequence and head strides must be multiples of 8 elements; got " +
-             (base_ok ? "an aligned address" : "a misaligned address") + " and strides " + stride_text(t));
-}
-
-// Whether `device` is a Hopper part (compute capability 9.0, where the sm_90a kernels run), asked once
-// per device and cached.
-constexpr int kCachedDevices = 64;
-std::atomic<int> hopper_cache[kCachedDevices];  // 0: not asked yet, 1: Hopper, 2: not
-
-bool is_hopper(int device) {
-    const bool cacheable = device >= 0 && device < kCachedDevices;
-    if (cacheable) {
-        const int known = hopper_cache[device].load(std::memory_order_relaxed);
-        if (known != 0) return known == 1;
-    }
-    int major = 0, minor = 0;
-    FA4J_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-    FA4J_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
-    const bool hopper = major == 9 && minor == 0;
-    if (cacheable) hopper_cache[device].store(hopper ? 1 : 2, std::memory_order_relaxed);
-    return hopper;
+    if (base_ok && strides_ok) return "";
+    return std::string(name) + " is not 16-byte aligned for the CUDA kernels: its first element must sit at a multiple of 16 bytes " +
+           "and its batch, sequence and head strides must be multiples of 8 elements; got " +
+           (base_ok ? "an aligned address" : "a misaligned address") + " and strides " + stride_text(t);
 }
 
 template <class Strided>
@@ -70,53 +49,8 @@ void set_strides(const Strided& t, int64_t& batch, int64_t& row, int64_t& head) 
     head = t.head_stride;
 }
 
-}  // namespace
-
-void check_forward(int device, const ForwardProblem& problem, fa4j_kernel_family family) {
-    const AttentionShape& s = problem.config.shape;
-    const DType dtype = problem.config.dtype;
-    require_plain_dense(problem.config, "forward");
-    if (dtype == DType::F32)
-        fail(FA4J_ERROR_UNSUPPORTED,
-             "attention forward on CUDA supports float16 and bfloat16 tensors; float32 is not implemented there "
-             "(convert the inputs, or use CPU tensors)");
-    if (s.head_dim > 128)
-        fail(FA4J_ERROR_UNSUPPORTED, "attention forward on CUDA supports head dims up to 128 (multiples of 8); head_dim " +
-                                         std::to_string(s.head_dim) + " is not implemented there yet (use CPU tensors)");
-    if (s.heads_q > kMaxGridYZ || s.batch > kMaxGridYZ)
-        fail(FA4J_ERROR_UNSUPPORTED, "attention forward on CUDA supports at most " + std::to_string(kMaxGridYZ) +
-                                         " query heads and batch entries; got " + std::to_string(s.heads_q) + " and " +
-                                         std::to_string(s.batch));
-    if (s.seqlen_q >= kMaxSeqlen || s.seqlen_k >= kMaxSeqlen)
-        fail(FA4J_ERROR_UNSUPPORTED, "attention forward on CUDA supports sequences shorter than 2^30");
-    const CurrentDevice current(device);
-    if (family == FA4J_KERNEL_SM90 && !is_hopper(device))
-        fail(FA4J_ERROR_UNSUPPORTED, "kernel family SM90 needs a Hopper GPU (compute capability 9.0); cuda:" +
-                                         std::to_string(device) + " is not one");
-    if (s.batch == 0 || s.seqlen_q == 0) return;  // no output element exists
-    require_vector_aligned("q", problem.q, s.batch, s.seqlen_q, s.heads_q);
-    require_vector_aligned("out", problem.out, s.batch, s.seqlen_q, s.heads_q);
-    if (s.seqlen_k > 0) {  // with no keys the kernel never touches k and v
-        require_vector_aligned("k", problem.k, s.batch, s.seqlen_k, s.heads_kv);
-        require_vector_aligned("v", problem.v, s.batch, s.seqlen_k, s.heads_kv);
-    }
-    if (reinterpret_cast<uintptr_t>(problem.lse.data) % alignof(float) != 0)
-        fail(FA4J_ERROR_UNSUPPORTED, "lse is not 4-byte aligned, which the CUDA kernels need for float32");
-}
-
-void attention_forward(int device, const ForwardProblem& problem, fa4j_kernel_family family, fa4j_stream stream) {
-    check_forward(device, problem, family);
-    const AttentionShape& s = problem.config.shape;
-    const DType dtype = problem.config.dtype;
-    const CurrentDevice current(device);
-    if (s.batch == 0 || s.seqlen_q == 0) return;  // no output element exists
-
-    // exp2 replaces exp: scores are multiplied by scale·log2(e) (finite: validation bounds the scale). A
-    // zero scale (uniform attention) becomes the smallest normal float, which yields the same
-    // probabilities but keeps masked scores at -inf.
-    float scale_log2 = softmax_scale_log2(problem.config.softmax_scale);
-    if (scale_log2 == 0.0f) scale_log2 = std::numeric_limits<float>::min();
-
+// Transitional: the v1 kernels still read fa2::ForwardParams; the v2 ones read kernels::ForwardParams.
+fa2::ForwardParams v1_params(const kernels::ForwardParams& k, const ForwardProblem& problem) {
     fa2::ForwardParams p{};
     p.q = problem.q.data;
     p.k = problem.k.data;
@@ -130,29 +64,60 @@ void attention_forward(int device, const ForwardProblem& problem, fa4j_kernel_fa
     p.lse_batch_stride = problem.lse.batch_stride;
     p.lse_head_stride = problem.lse.head_stride;
     p.lse_row_stride = problem.lse.seq_stride;
-    p.batch = static_cast<int>(s.batch);
-    p.seqlen_q = static_cast<int>(s.seqlen_q);
-    p.seqlen_k = static_cast<int>(s.seqlen_k);
-    p.heads_q = static_cast<int>(s.heads_q);
-    p.group_size = static_cast<int>(s.group_size());
-    p.head_dim = static_cast<int>(s.head_dim);
-    p.causal_offset = static_cast<int>(s.causal_offset());
-    p.scale_log2 = scale_log2;
-    p.flip_sign = scale_log2 < 0.0f ? 1 : 0;
-    p.abs_scale = std::fabs(problem.config.softmax_scale);
+    p.batch = k.batch;
+    p.seqlen_q = k.seqlen_q;
+    p.seqlen_k = k.seqlen_k;
+    p.heads_q = k.heads_q;
+    p.group_size = k.group_size;
+    p.head_dim = k.head_dim;
+    p.causal_offset = k.seqlen_k - k.seqlen_q;
+    p.scale_log2 = k.scale_log2;
+    p.flip_sign = k.flip_sign;
+    p.abs_scale = k.abs_scale;
+    return p;
+}
 
-    const fa2::Elem elem = dtype == DType::F16 ? fa2::Elem::F16 : fa2::Elem::BF16;
+}  // namespace
+
+std::string forward_tensors_refusal(int device, const ForwardProblem& problem, CudaKernel kernel) {
+    const AttentionShape& s = problem.config.shape;
+    if (s.heads_q > kMaxGridYZ || s.batch > kMaxGridYZ)
+        return "attention forward on CUDA supports at most " + std::to_string(kMaxGridYZ) +
+               " query heads and batch entries; got " + std::to_string(s.heads_q) + " and " + std::to_string(s.batch);
+    if (s.seqlen_q >= kMaxSeqlen || s.seqlen_k >= kMaxSeqlen)
+        return "attention forward on CUDA supports sequences shorter than 2^30";
+    if (s.batch == 0 || s.seqlen_q == 0) return "";  // no output element exists
+    std::string why = vector_alignment_refusal("q", problem.q, s.batch, s.seqlen_q, s.heads_q);
+    if (why.empty()) why = vector_alignment_refusal("out", problem.out, s.batch, s.seqlen_q, s.heads_q);
+    if (why.empty() && s.seqlen_k > 0) {  // with no keys the kernel never touches k and v
+        why = vector_alignment_refusal("k", problem.k, s.batch, s.seqlen_k, s.heads_kv);
+        if (why.empty()) why = vector_alignment_refusal("v", problem.v, s.batch, s.seqlen_k, s.heads_kv);
+    }
+    if (why.empty() && reinterpret_cast<uintptr_t>(problem.lse.data) % alignof(float) != 0)
+        why = "lse is not 4-byte aligned, which the CUDA kernels need for float32";
+    const fa2::Elem elem = problem.config.dtype == DType::F16 ? fa2::Elem::F16 : fa2::Elem::BF16;
+    if (why.empty() && kernel == CudaKernel::kSm90Forward &&
+        !fa3::tma_describable(v1_params(forward_params(device, problem), problem), elem))
+        why = "the SM90 forward kernel's tensor copies (TMA) cannot describe these strides";
+    return why;
+}
+
+void attention_forward(int device, const ForwardProblem& problem, CudaKernelChoice choice, fa4j_stream stream) {
+    const AttentionShape& s = problem.config.shape;
+    const CurrentDevice current(device);
+    if (s.batch == 0 || s.seqlen_q == 0) return;  // no output element exists
+    const kernels::ForwardParams params = forward_params(device, problem);
+    const fa2::ForwardParams p = v1_params(params, problem);
+    const fa2::Elem elem = problem.config.dtype == DType::F16 ? fa2::Elem::F16 : fa2::Elem::BF16;
     const bool causal = problem.config.causal;
     const auto native_stream = reinterpret_cast<cudaStream_t>(stream);
-    if (family != FA4J_KERNEL_SM80 && is_hopper(device)) {
-        const bool queued = s.head_dim <= 64 ? fa3::run_forward<64>(p, elem, causal, native_stream)
-                                             : fa3::run_forward<128>(p, elem, causal, native_stream);
-        if (queued) return;  // else: strides TMA cannot describe; the FlashAttention-2 kernel takes them
-        if (family == FA4J_KERNEL_SM90)
-            fail(FA4J_ERROR_UNSUPPORTED, "kernel family SM90: these strides cannot be described to the Hopper "
-                                         "kernel's tensor copies (AUTO falls back to the SM80 kernel)");
+    if (choice.kernel == CudaKernel::kSm90Forward) {
+        const bool queued = choice.head_dim == 64 ? fa3::run_forward<64>(p, elem, causal, native_stream)
+                                                  : fa3::run_forward<128>(p, elem, causal, native_stream);
+        if (!queued) fail(FA4J_ERROR_INTERNAL, "the SM90 forward refused tensors it had accepted");
+        return;
     }
-    if (s.head_dim <= 64) fa2::run_forward<64>(p, elem, causal, native_stream);
+    if (choice.head_dim == 64) fa2::run_forward<64>(p, elem, causal, native_stream);
     else fa2::run_forward<128>(p, elem, causal, native_stream);
 }
 

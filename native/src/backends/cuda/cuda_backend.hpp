@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "core/attention_problem.hpp"
@@ -25,12 +26,36 @@ void stream_destroy(int device, fa4j_stream stream);
 void stream_synchronize(int device, fa4j_stream stream);
 void device_synchronize(int device);
 
-// check_*: throws FA4J_ERROR_UNSUPPORTED (with the reason) for a call the kernels cannot run, launching
-// nothing; attention_*: the same checks, then the launch. `family` is AUTO, SM80 or SM90.
-void check_forward(int device, const ForwardProblem& problem, fa4j_kernel_family family);
-void check_backward(int device, const BackwardProblem& problem, fa4j_kernel_family family);
-void attention_forward(int device, const ForwardProblem& problem, fa4j_kernel_family family, fa4j_stream stream);
-void attention_backward(int device, const BackwardProblem& problem, fa4j_kernel_family family, fa4j_stream stream);
+// The attention kernels this backend has. Which one a call runs on is the dispatch's decision
+// (dispatch/cuda_kernel_table.cpp); the backend answers only for the tensors and launches.
+enum class CudaKernel {
+    kSm90Forward,   // Hopper: TMA + wgmma, warp-specialized (kernels/sm90/)
+    kSm80Forward,   // FlashAttention-2: cp.async + mma.sync, any sm_80+ GPU (kernels/sm80/)
+    kSm80Backward,  // FlashAttention-2 backward (kernels/sm80/)
+};
+
+// A kernel and its head-dim instantiation (the smallest it has that is >= the call's head dim).
+struct CudaKernelChoice {
+    CudaKernel kernel;
+    int head_dim;
+};
+
+struct CudaArch {
+    int major = 0, minor = 0;
+};
+
+// The compute capability of `device` (asked once per device, then cached); throws NO_DEVICE /
+// INVALID_ARGUMENT for a device that does not exist.
+CudaArch device_arch(int device);
+
+// Why `kernel` cannot take these tensors (alignment, strides its copies cannot describe), or "" when it
+// can; launches nothing.
+std::string forward_tensors_refusal(int device, const ForwardProblem& problem, CudaKernel kernel);
+std::string backward_tensors_refusal(int device, const BackwardProblem& problem, CudaKernel kernel);
+
+// Queues the chosen kernel on `stream` (the dispatch has checked that it can run the call).
+void attention_forward(int device, const ForwardProblem& problem, CudaKernelChoice choice, fa4j_stream stream);
+void attention_backward(int device, const BackwardProblem& problem, CudaKernelChoice choice, fa4j_stream stream);
 void mem_get_info(int device, size_t* free_bytes, size_t* total_bytes);
 void stream_wait(int device, fa4j_stream waiting, fa4j_stream waited);
 

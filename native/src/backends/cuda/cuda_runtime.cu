@@ -1,5 +1,6 @@
 // Devices, memory and streams on top of the CUDA runtime (linked statically, so the library needs only
 // the driver at run time, and loads without one).
+#include <atomic>
 #include <cstring>
 #include <string>
 
@@ -22,9 +23,27 @@ cudaMemcpyKind native(fa4j_memcpy_kind kind) {
     fail(FA4J_ERROR_INVALID_ARGUMENT, "unknown memcpy kind " + std::to_string(static_cast<int>(kind)));
 }
 
+// Compute capabilities, asked once per device: major · 16 + minor + 1 (0: not asked yet).
+constexpr int kCachedDevices = 64;
+std::atomic<int> arch_cache[kCachedDevices];
+
 }  // namespace
 
 bool compiled() { return true; }
+
+CudaArch device_arch(int device) {
+    const bool cacheable = device >= 0 && device < kCachedDevices;
+    if (cacheable) {
+        const int known = arch_cache[device].load(std::memory_order_relaxed);
+        if (known != 0) return {(known - 1) / 16, (known - 1) % 16};
+    }
+    const CurrentDevice current(device);
+    CudaArch arch;
+    FA4J_CUDA_CHECK(cudaDeviceGetAttribute(&arch.major, cudaDevAttrComputeCapabilityMajor, device));
+    FA4J_CUDA_CHECK(cudaDeviceGetAttribute(&arch.minor, cudaDevAttrComputeCapabilityMinor, device));
+    if (cacheable) arch_cache[device].store(arch.major * 16 + arch.minor + 1, std::memory_order_relaxed);
+    return arch;
+}
 
 int device_count() {
     int count = 0;

@@ -18,10 +18,11 @@ fa4j_stream stream_create(int) { unavailable(); }
 void stream_destroy(int, fa4j_stream) { unavailable(); }
 void stream_synchronize(int, fa4j_stream) { unavailable(); }
 void device_synchronize(int) { unavailable(); }
-void check_forward(int, const ForwardProblem&, fa4j_kernel_family) { unavailable(); }
-void check_backward(int, const BackwardProblem&, fa4j_kernel_family) { unavailable(); }
-void attention_forward(int, const ForwardProblem&, fa4j_kernel_family, fa4j_stream) { unavailable(); }
-void attention_backward(int, const BackwardProblem&, fa4j_kernel_family, fa4j_stream) { unavailable(); }
+CudaArch device_arch(int) { unavailable(); }
+std::string forward_tensors_refusal(int, const ForwardProblem&, CudaKernel) { unavailable(); }
+std::string backward_tensors_refusal(int, const BackwardProblem&, CudaKernel) { unavailable(); }
+void attention_forward(int, const ForwardProblem&, CudaKernelChoice, fa4j_stream) { unavailable(); }
+void attention_backward(int, const BackwardProblem&, CudaKernelChoice, fa4j_stream) { unavailable(); }
 void mem_get_info(int, size_t*, size_t*) { unavailable(); }
 void stream_wait(int, fa4j_stream, fa4j_stream) { unavailable(); }
 void* pool_allocate(int, size_t, fa4j_stream) { unavailable(); }

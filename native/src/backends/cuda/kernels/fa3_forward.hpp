@@ -13,6 +13,9 @@ namespace fa4j::cuda::fa3 {
 // the smallest of 64, 128 that is >= d). Returns false, having queued nothing, when the tensors'
 // strides cannot be described to the TMA unit (a sequence stride of 0, say): the caller then runs the
 // FlashAttention-2 kernel. Throws fa4j::Error on a CUDA error.
+// Whether the TMA unit can describe the tensors of `params` (their strides and alignment).
+bool tma_describable(const fa2::ForwardParams& params, fa2::Elem elem);
+
 template <int kHeadDim>
 bool run_forward(const fa2::ForwardParams& params, fa2::Elem elem, bool causal, cudaStream_t stream);
 

@@ -20,4 +20,20 @@ bool run_forward<64>(const ForwardParams& params, Elem elem, bool causal, cudaSt
     return dispatch_forward<Hdim64Tile>(params, elem, causal, stream);
 }
 
+bool tma_describable(const ForwardParams& p, Elem elem) {
+    const CUtensorMapDataType type = elem == Elem::F16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
+    const int heads_kv = p.heads_q / p.group_size;
+    CUtensorMap map;
+    int head_mul = 0, batch_mul = 0;
+    constexpr int kBoxRows = 64;
+    if (!make_tensor_map(&map, type, p.q, p.head_dim, p.seqlen_q, p.heads_q, p.batch, p.q_row_stride, p.q_head_stride,
+                         p.q_batch_stride, kBoxRows, head_mul, batch_mul))
+        return false;
+    if (p.seqlen_k == 0) return true;
+    return make_tensor_map(&map, type, p.k, p.head_dim, p.seqlen_k, heads_kv, p.batch, p.k_row_stride, p.k_head_stride,
+                           p.k_batch_stride, kBoxRows, head_mul, batch_mul) &&
+           make_tensor_map(&map, type, p.v, p.head_dim, p.seqlen_k, heads_kv, p.batch, p.v_row_stride, p.v_head_stride,
+                           p.v_batch_stride, kBoxRows, head_mul, batch_mul);
+}
+
 }  // namespace fa4j::cuda::fa3
