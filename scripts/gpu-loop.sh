@@ -11,9 +11,10 @@
 #   6. runs the benchmarks (native driver + PyTorch SDPA peers, and the Java bench CLI),
 # and prints a summary. Logs go to $OUT (when set) or ./gpu-out.
 #   scripts/gpu-loop.sh [--skip-bench] [--skip-sanitizer] [--skip-soak] [--soak-cycles N]
-#                       [--shapes 2x8192x16x128,2x8192x16x64] [--archs "90a-real"] [--skip-ctest]
+#                       [--shapes 2x8192x16x128,2x8192x16x64] [--archs "90a-real"] [--skip-ctest] [--unverified]
 #                       [--sanitizers "memcheck racecheck synccheck"] [--benches "peers java gap alloc"]
-# --archs builds for fewer architectures (the local GPU's) to save device time; the full set is the CMake
+# --unverified also offers the kernels that have not passed on a GPU yet (dispatch/cuda_kernel_table.cpp), to
+# test them. --archs builds for fewer architectures (the local GPU's) to save device time; the full set is the CMake
 # default. All logs are also packed into $logs/logs.tgz (the device tool returns few files).
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,7 +23,7 @@ bundle="$top/.bundle"
 logs=${OUT:-$top/gpu-out}
 work=${FA4J_GPU_WORK:-/tmp/fa4j-gpu}
 skip_bench=0 skip_sanitizer=0 skip_soak=0 soak_cycles=1000000 shapes="2x8192x16x128,2x8192x16x64"
-archs="" skip_ctest=0 sanitizers="memcheck racecheck synccheck" benches="peers java alloc"
+archs="" unverified="" skip_ctest=0 sanitizers="memcheck racecheck synccheck" benches="peers java alloc"
 while [ $# -gt 0 ]; do
   case "$1" in
     --skip-bench) skip_bench=1 ;;
@@ -32,6 +33,7 @@ while [ $# -gt 0 ]; do
     --shapes) shapes=$2; shift ;;
     --archs) archs=$2; shift ;;
     --skip-ctest) skip_ctest=1 ;;
+    --unverified) unverified=ON ;;
     --sanitizers) sanitizers=$2; shift ;;
     --benches) benches=$2; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
@@ -63,7 +65,8 @@ java="$work/jre/bin/java"
 
 build_native() {
   cmake -S native -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DFA4J_CUDA=ON -DFA4J_FETCH_CUTLASS=OFF \
-        -DCUTLASS_DIR="$work/cutlass/usr/include" ${archs:+"-DCMAKE_CUDA_ARCHITECTURES=$archs"} &&
+        -DCUTLASS_DIR="$work/cutlass/usr/include" ${archs:+"-DCMAKE_CUDA_ARCHITECTURES=$archs"} \
+        ${unverified:+"-DFA4J_UNVERIFIED_KERNELS=ON"} &&
     cmake --build "$work/build" --parallel "$(nproc)"
 }
 step "native build" build.log build_native || { printf '%s\n' "${summary[@]}"; exit 1; }

@@ -19,24 +19,34 @@ struct KernelRow {
     int head_dim_count;    // smallest >= its head dim
     bool varlen, window, softcap, alibi;
     int64_t max_batch_heads;  // batch · heads_q the launch can address (grid limits), 0: no limit
+    // Whether this kernel has passed the GPU suite on real hardware. A kernel written or changed without a
+    // GPU run is offered only by builds configured with -DFA4J_UNVERIFIED_KERNELS=ON (what the GPU loop
+    // builds to test it), so that no release build runs kernel code that never ran on a GPU.
+    bool verified;
 };
+
+#ifdef FA4J_UNVERIFIED_KERNELS
+constexpr bool kOfferUnverified = true;
+#else
+constexpr bool kOfferUnverified = false;
+#endif
 
 // ---- the table ----------------------------------------------------------------------------------
 const KernelRow kRows[] = {
     // Hopper forward (sm_90a code runs only on compute capability 9.0).
     {CudaKernel::kSm90Forward, "SM90 forward", FA4J_ATTENTION_FORWARD, 9, 0, true,
      kernel_instantiations::kSM90_FORWARD, static_cast<int>(std::size(kernel_instantiations::kSM90_FORWARD)),
-     /*varlen=*/false, /*window=*/false, /*softcap=*/false, /*alibi=*/false, /*max_batch_heads=*/0},
+     /*varlen=*/false, /*window=*/false, /*softcap=*/false, /*alibi=*/false, /*max_batch_heads=*/0, /*verified=*/true},
 
     // FlashAttention-2 forward.
     {CudaKernel::kSm80Forward, "SM80 forward", FA4J_ATTENTION_FORWARD, 8, 0, false,
      kernel_instantiations::kSM80_FORWARD, static_cast<int>(std::size(kernel_instantiations::kSM80_FORWARD)),
-     /*varlen=*/false, /*window=*/false, /*softcap=*/false, /*alibi=*/false, /*max_batch_heads=*/0},
+     /*varlen=*/false, /*window=*/false, /*softcap=*/false, /*alibi=*/false, /*max_batch_heads=*/0, /*verified=*/true},
 
     // FlashAttention-2 backward.
     {CudaKernel::kSm80Backward, "SM80 backward", FA4J_ATTENTION_BACKWARD, 8, 0, false,
      kernel_instantiations::kSM80_BACKWARD, static_cast<int>(std::size(kernel_instantiations::kSM80_BACKWARD)),
-     /*varlen=*/false, /*window=*/false, /*softcap=*/false, /*alibi=*/false, /*max_batch_heads=*/0},
+     /*varlen=*/false, /*window=*/false, /*softcap=*/false, /*alibi=*/false, /*max_batch_heads=*/0, /*verified=*/true},
 };
 // -------------------------------------------------------------------------------------------------
 
@@ -60,6 +70,8 @@ int cuda_kernel_head_dim(CudaKernel kernel, int64_t head_dim) {
 std::string cuda_kernel_refusal(CudaKernel kernel, const AttentionConfig& config, CudaArch arch) {
     const KernelRow& row = row_of(kernel);
     const std::string who = std::string("the ") + row.name + " kernel";
+    if (!row.verified && !kOfferUnverified)
+        return who + " has not run on a GPU yet; builds configured with -DFA4J_UNVERIFIED_KERNELS=ON offer it";
     if (row.exact_arch ? (arch.major != row.major || arch.minor != row.minor)
                        : (arch.major * 10 + arch.minor < row.major * 10 + row.minor))
         return who + " needs compute capability " + (row.exact_arch ? "" : ">= ") + arch_text(row.major, row.minor) +
