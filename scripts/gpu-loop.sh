@@ -8,11 +8,12 @@
 #   5. runs compute-sanitizer on the CUDA forward/backward tests: memcheck with small sizes, racecheck and
 #      synccheck with tiny ones; the forward also with its FlashAttention-2 kernel forced (Hopper runs it
 #      only for strides TMA cannot describe),
-#   6. runs the benchmarks (native driver + PyTorch SDPA peers, and the Java bench CLI),
+#   6. runs the benchmarks (native driver + PyTorch SDPA peers, and the Java bench CLI; with --benches
+#      "... acceptance" also the acceptance table of the attention v2 issue, peer_sdpa.py --acceptance),
 # and prints a summary. Logs go to $OUT (when set) or ./gpu-out.
 #   scripts/gpu-loop.sh [--skip-bench] [--skip-sanitizer] [--skip-soak] [--soak-cycles N]
 #                       [--shapes 2x8192x16x128,2x8192x16x64] [--archs "90a-real"] [--skip-ctest]
-#                       [--sanitizers "memcheck racecheck synccheck"] [--benches "peers java gap alloc"]
+#                       [--sanitizers "memcheck racecheck synccheck"] [--benches "peers java gap alloc acceptance"]
 # --archs builds for fewer architectures (the local GPU's) to save device time; the full set is the CMake
 # default. All logs are also packed into $logs/logs.tgz (the device tool returns few files).
 set -uo pipefail
@@ -109,6 +110,7 @@ if [ $skip_sanitizer -eq 0 ]; then
     sanitize "$tool" cuda_attention_forward_test forward
     sanitize "$tool" cuda_attention_forward_test forward-sm80 --kernel sm80
     sanitize "$tool" cuda_attention_backward_test backward
+    sanitize "$tool" cuda_attention_backward_test backward-sm80 --kernel sm80
   done
 fi
 
@@ -166,6 +168,11 @@ if [ $skip_bench -eq 0 ]; then
     echo "clock samples: $(wc -l <"$logs/gap-clocks.log")"
   }
   [[ " $benches " == *" gap "* ]] && step "bench: Java/native interleaved" bench-gap.log bench_gap
+  # The acceptance table of the attention v2 issue: ours vs cuDNN (SDPA flash where cuDNN refuses) on the issue's
+  # shapes, forward and backward, plus varlen, tiny-sequence, window and softcap rows; the summary quotes the
+  # geometric means.
+  [[ " $benches " == *" acceptance "* ]] && summary_lines='acceptance:' \
+    step "bench: acceptance table (v2 issue)" bench-acceptance.log python3 benchmarks/peer_sdpa.py --lib "$lib" --no-check --acceptance
   [[ " $benches " == *" alloc "* ]] && step "bench: allocation per step" bench-alloc.log "$java" --enable-native-access=ALL-UNNAMED -Dflashattn4j.library.path="$lib" \
     -cp "$bundle/jars/flashattn4j-benchmarks.jar" io.github.flashattn4j.bench.AllocationBench
 fi
@@ -173,5 +180,9 @@ fi
 echo
 echo "=== GPU loop summary ($(cat "$logs/gpu.txt")) ==="
 printf '%s\n' "${summary[@]}"
-for f in inprocess-check.log bench-peers.log bench-native-1.log bench-java.log bench-native-2.log bench-gap.log bench-alloc.log; do [ -f "$logs/$f" ] && { echo "--- $f"; grep -v '^PASS\|^check ' "$logs/$f" | tail -n 30; }; done
+for f in inprocess-check.log bench-peers.log bench-native-1.log bench-java.log bench-native-2.log bench-gap.log bench-alloc.log bench-acceptance.log; do
+  lines=30
+  [ "$f" = bench-acceptance.log ] && lines=60  # the whole table
+  [ -f "$logs/$f" ] && { echo "--- $f"; grep -v '^PASS\|^check ' "$logs/$f" | tail -n $lines; }
+done
 (cd "$logs" && tar czf logs.tgz --exclude=logs.tgz ./*.log gpu.txt 2>/dev/null)
