@@ -14,8 +14,9 @@
 #   scripts/gpu-loop.sh [--skip-bench] [--skip-sanitizer] [--skip-soak] [--soak-cycles N]
 #                       [--shapes 2x8192x16x128,2x8192x16x64] [--archs "90a-real"] [--skip-ctest]
 #                       [--sanitizers "memcheck racecheck synccheck"] [--benches "peers java gap alloc acceptance"]
+#                       [--java-tests "AttentionFeaturesGpuTest VarlenAttentionGpuTest ..."]
 # --archs builds for fewer architectures (the local GPU's) to save device time; the full set is the CMake
-# default. All logs are also packed into $logs/logs.tgz (the device tool returns few files).
+# default. --java-tests runs only the named test classes (default: all). All logs are also packed into $logs/logs.tgz (the device tool returns few files).
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -23,7 +24,7 @@ bundle="$top/.bundle"
 logs=${OUT:-$top/gpu-out}
 work=${FA4J_GPU_WORK:-/tmp/fa4j-gpu}
 skip_bench=0 skip_sanitizer=0 skip_soak=0 soak_cycles=1000000 shapes="2x8192x16x128,2x8192x16x64"
-archs="" skip_ctest=0 sanitizers="memcheck racecheck synccheck" benches="peers java alloc"
+archs="" skip_ctest=0 sanitizers="memcheck racecheck synccheck" benches="peers java alloc" java_tests=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --skip-bench) skip_bench=1 ;;
@@ -35,6 +36,7 @@ while [ $# -gt 0 ]; do
     --skip-ctest) skip_ctest=1 ;;
     --sanitizers) sanitizers=$2; shift ;;
     --benches) benches=$2; shift ;;
+    --java-tests) java_tests=$2; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -83,7 +85,13 @@ junit() {  # junit [JVM options] -- SELECTORS...: the JUnit console on the test 
     -jar "$bundle"/jars/junit-platform-console-standalone-*.jar execute --class-path "$cp" "$@" \
     --disable-banner --details=tree
 }
-step "java tests (JUnit)" java-tests.log junit -- --scan-class-path
+# All test classes, or only those --java-tests names (simple names, e.g. "AttentionFeaturesGpuTest GridLimitsGpuTest").
+java_selectors=(--scan-class-path)
+if [ -n "$java_tests" ]; then
+  java_selectors=()
+  for c in $java_tests; do java_selectors+=(--select-class "io.github.flashattn4j.tests.$c"); done
+fi
+step "java tests (JUnit)" java-tests.log junit -- "${java_selectors[@]}"
 
 if [ $skip_soak -eq 0 ]; then
   summary_lines='cycles/s|tests failed' \
