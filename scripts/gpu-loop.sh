@@ -16,7 +16,8 @@
 #                       [--sanitizers "memcheck racecheck synccheck"] [--benches "peers java gap alloc acceptance"]
 #                       [--java-tests "AttentionFeaturesGpuTest VarlenAttentionGpuTest ..."]
 # --archs builds for fewer architectures (the local GPU's) to save device time; the full set is the CMake
-# default. --java-tests runs only the named test classes (default: all). All logs are also packed into $logs/logs.tgz (the device tool returns few files).
+# default. --java-tests runs only the named test classes (default: all). All logs are also packed into
+# $logs/logs.tgz (the device tool returns few files).
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
