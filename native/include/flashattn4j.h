@@ -100,8 +100,8 @@ typedef enum fa4j_dtype_code {
  *
  * Packed int4 tensors. Shapes and strides count elements (nibbles), byte_offset counts bytes, and every
  * row of the innermost dimension starts on a byte: an int4 tensor has ndim >= 1, an innermost dimension of
- * even size with stride 1 (any stride when its size is 0), and even strides in every other dimension of
- * size > 1. Element (i0, ..., in) is nibble  sum(ik * strides[k])  counted from (char*)data + byte_offset.
+ * even size with stride 1, and even strides in every other dimension of size > 1 (strides are free when
+ * the tensor has no element). Element (i0, ..., in) is nibble  sum(ik * strides[k])  counted from (char*)data + byte_offset.
  * A tensor that breaks this rule is refused (FA4J_ERROR_INVALID_ARGUMENT), also on DLPack import, which
  * further refuses int4 tensors whose producer set DLPACK_FLAG_BITMASK_IS_SUBBYTE_TYPE_PADDED (one element
  * per byte). For every other dtype, element (i0, ..., in) lives at

@@ -142,7 +142,10 @@ std::string packed_layout_problem(const fa4j_tensor& t) {
     if (t.shape[inner] % 2 != 0)
         return "a packed int4 tensor's innermost dimension must have an even size (two elements per byte), has " +
                std::to_string(t.shape[inner]);
-    if (t.shape[inner] > 0 && t.strides[inner] != 1)
+    int64_t count = 1;
+    for (int i = 0; i < t.ndim; ++i) count *= t.shape[i] > 0 ? 1 : 0;
+    if (count == 0) return "";  // no element: no byte to start on
+    if (t.strides[inner] != 1)
         return "a packed int4 tensor's innermost dimension must be contiguous (stride 1), has stride " +
                std::to_string(t.strides[inner]);
     for (int i = 0; i < inner; ++i)
