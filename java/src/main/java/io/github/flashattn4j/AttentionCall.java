@@ -149,7 +149,13 @@ record AttentionCall(boolean backward, Tensor dout, Tensor q, Tensor k, Tensor v
         MemorySegment[] described = new MemorySegment[shapes.length];
         long address = UNALLOCATED_BASE;
         for (int i = 0; i < shapes.length; i++) {
-            long bytes = Layout.multiply(Layout.contiguous(shapes[i]).elementCount(), dtypes[i].byteSize(), shapes[i]);
+            long bytes;
+            try {
+                bytes = dtypes[i].bytesFor(Layout.contiguous(shapes[i]).elementCount());
+            } catch (ArithmeticException e) {
+                throw new IllegalArgumentException("output " + outputNames().get(i) + " of shape " + Arrays.toString(shapes[i])
+                        + " is too large: its size in bytes overflows a long", e);
+            }
             described[i] = TensorDescriptors.describeUnallocated(dtypes[i], q.device(), shapes[i], address, arena);
             // Wraps only for outputs of 2^62 bytes, which no call could allocate either.
             address += (bytes + ALLOCATION_ALIGNMENT - 1) & -ALLOCATION_ALIGNMENT;

@@ -95,6 +95,32 @@ public record AccuracyInputs(int batch, int seq, int heads, int kvHeads, int hea
         return f;
     }
 
+    /** lse (natural log) of float64 attention of these values, {@code [batch, heads, seq]}. */
+    public double[] referenceLse(boolean causal) {
+        int d = headDim, group = heads / kvHeads;
+        double scale = 1.0 / Math.sqrt(d);
+        double[] lse = new double[batch * heads * seq];
+        double[] s = new double[seq];
+        for (int b = 0; b < batch; b++) {
+            for (int h = 0; h < heads; h++) {
+                for (int i = 0; i < seq; i++) {
+                    int qi = ((b * seq + i) * heads + h) * d, visible = causal ? i + 1 : seq;
+                    double max = Double.NEGATIVE_INFINITY;
+                    for (int j = 0; j < visible; j++) {
+                        int kj = ((b * seq + j) * kvHeads + h / group) * d;
+                        double dot = 0;
+                        for (int c = 0; c < d; c++) dot += q[qi + c] * k[kj + c];
+                        max = Math.max(max, s[j] = dot * scale);
+                    }
+                    double sum = 0;
+                    for (int j = 0; j < visible; j++) sum += Math.exp(s[j] - max);
+                    lse[(b * heads + h) * seq + i] = max + Math.log(sum);
+                }
+            }
+        }
+        return lse;
+    }
+
     /**
      * out of float64 attention of these values (softmax scale 1/sqrt(headDim), bottom-right causal mask),
      * {@code [batch, seq, heads, headDim]}.
