@@ -287,7 +287,8 @@ FA4J_API fa4j_status fa4j_dlpack_import(void* managed, int32_t versioned, const 
  *   lse              : [batch, heads_q, seqlen_q], float32, natural-log logsumexp of each score row
  * Strides of batch, sequence and head are free (non-negative; outputs must not overlap themselves or
  * any other argument); head_dim must be contiguous (stride 1). q, k, v, out, dout, dq, dk, dv share
- * one dtype: float32, float16 or bfloat16; arithmetic accumulates in float32. All tensors must be on
+ * one dtype: float32, float16 or bfloat16; arithmetic accumulates in float32 (quantized attention,
+ * fa4j_attention_args.quant_mode, takes quantized q, k, v: see "Quantized attention" at the end). All tensors must be on
  * one device, which selects the backend.
  *
  * Causal masking is aligned to the bottom-right corner, as in flash-attn >= 2.1: query i may attend

@@ -35,12 +35,20 @@ package io.github.flashattn4j;
  * in float32. The native header flashattn4j.h ("Quantized attention") states every rule exactly.
  *
  * <h2>Accuracy</h2>
- * Against float64 (docs/ACCURACY.md, measured with the CPU reference implementation, Gaussian and LLM-like
- * inputs, N = 1024): the 8-bit SageAttention modes reach cosine similarity ≥ 0.999; with FP8 P·v their
- * relative L1 error is about 3.5% (the two e4m3 roundings of P and v, about 2.5% each), with FP16 P·v
- * about 0.5%. FP8 attention is as accurate on Gaussian inputs and needs K smoothing on inputs with
- * large key offsets. The INT4 modes reach a cosine of about 0.98 on Gaussian inputs and much less with
- * outlier channels: use them where that is acceptable.
+ * Against float64 (docs/ACCURACY.md: the CPU reference implementation, N = 1024, d 64 and 128, bfloat16
+ * inputs; plain bfloat16 attention has cosine similarity 0.99999 and relative L1 error 0.003 on Gaussian
+ * inputs, 0.9998 and 0.02 on LLM-like ones, from rounding its inputs):
+ * <ul>
+ *   <li>{@link #SAGE_INT8_FP16}: cosine ≥ 0.9999 and relative L1 about 0.011 on Gaussian inputs; 0.9994 and
+ *       0.03 on LLM-like ones (keys with offsets up to 20x their noise and outlier channels).</li>
+ *   <li>{@link #SAGE_INT8_FP8}: cosine about 0.9993, relative L1 about 0.037 on Gaussian inputs; 0.999 and
+ *       0.045 on LLM-like ones. The e4m3 roundings of P and v cost about 2.5 % each.</li>
+ *   <li>{@link #FP8}: cosine about 0.9987, relative L1 about 0.05 on Gaussian inputs; 0.994 and 0.1 on
+ *       LLM-like ones with K smoothing (0.95 without).</li>
+ *   <li>{@link #SAGE_INT4_FP8}, {@link #SAGE_INT4_FP16}: cosine about 0.98 on Gaussian inputs, 0.9 to 0.94
+ *       on LLM-like ones with smoothing, 0.6 to 0.7 without.</li>
+ * </ul>
+ * Keep smoothing on (the default) unless the inputs are known to be centred.
  *
  * <h2>Where they run</h2>
  * The CPU backend runs every mode: the reference implementation of the arithmetic above, which users
