@@ -9,4 +9,8 @@ namespace fa4j::cpu {
 void attention_forward(const ForwardProblem& problem);
 void attention_backward(const BackwardProblem& problem);
 
+// Quantized attention (problem.config.quant.mode != None): the reference implementation of the rules of
+// flashattn4j.h, "Quantized attention" (quantized_attention_cpu.cpp).
+void quantized_attention_forward(const ForwardProblem& problem);
+
 }  // namespace fa4j::cpu

@@ -8,7 +8,7 @@ import java.util.Objects;
 
 /**
  * What Java checks of an attention call before asking the native library: the things only Java can know
- * (null references, closed tensors and streams, a stream of another device, the Java-only int32 dtype)
+ * (null references, closed tensors and streams, a stream of another device, an int32 q)
  * and the one shape fact needed to describe the outputs a call would allocate (q's rank).
  *
  * <p>Every other rule (shapes, dtypes, heads, head dim, scale, features, sequence offsets, what the kernels
@@ -39,7 +39,7 @@ final class AttentionChecks {
             throw invalid("used lengths (seqused) apply to keys only; the queries' PackedSequences has them");
         }
         Tensor q = call.q();
-        if (!q.dtype().isFloatingPoint()) {
+        if (q.dtype() == DType.INT32) {
             throw new FlashAttnException.Unsupported("q: dtype " + q.dtype().name().toLowerCase(Locale.ROOT)
                     + " is not float32, float16 or bfloat16");
         }
