@@ -83,7 +83,7 @@ junit() {  # junit [JVM options] -- SELECTORS...: the JUnit console on the test 
   local jvm=() cp="$work/test-classes" j
   while [ $# -gt 0 ] && [ "$1" != -- ]; do jvm+=("$1"); shift; done
   shift
-  for j in "$bundle"/jars/flashattn4j-0*.jar "$bundle"/jars/flashattn4j-bindings-*.jar "$bundle"/jars/jqwik-*.jar; do cp="$cp:$j"; done
+  for j in "$bundle"/jars/flashattn4j-0*.jar "$bundle"/jars/flashattn4j-bindings-*.jar "$bundle"/jars/flashattn4j-benchmarks.jar "$bundle"/jars/jqwik-*.jar; do cp="$cp:$j"; done
   "$java" --enable-native-access=ALL-UNNAMED -Xmx8g -Dflashattn4j.library.path="$lib" "${jvm[@]}" \
     -Dfa4j.header="$top/native/include/flashattn4j.h" -Dfa4j.bindings.sources="$top/bindings/src/main/java" \
     -jar "$bundle"/jars/junit-platform-console-standalone-*.jar execute --class-path "$cp" "$@" \
