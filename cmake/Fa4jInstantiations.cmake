@@ -15,7 +15,7 @@ set(FA4J_KERNEL_SM90_FORWARD_TEMPLATE "")
 set(FA4J_KERNEL_SM80_FORWARD_HEAD_DIMS 64 128)
 set(FA4J_KERNEL_SM80_FORWARD_TEMPLATE "")
 set(FA4J_KERNEL_SM80_BACKWARD_HEAD_DIMS 64 128)
-set(FA4J_KERNEL_SM80_BACKWARD_TEMPLATE "")
+set(FA4J_KERNEL_SM80_BACKWARD_TEMPLATE "sm80/backward.cu.in")
 set(FA4J_KERNEL_ELEMS fp16 bf16)
 
 # Writes the header into ${generated_dir} and appends the generated translation units to ${out_var}
