@@ -10,7 +10,7 @@
 #include "backends/cuda/kernels/common/seqlen_info.cuh"
 #include "backends/cuda/kernels/sm80/backward_primitives.cuh"
 
-namespace fa4j::cuda::kernels::sm80 {
+namespace fa4j::cuda::kernels::sm80::bwd {
 
 // Blocks per (sequence, query head): kBwdThreads / (kD / 8) rows each, covering the longest sequence.
 template <int kD>
@@ -53,4 +53,4 @@ __global__ void __launch_bounds__(kBwdThreads) backward_convert_dq_kernel(const 
     }
 }
 
-}  // namespace fa4j::cuda::kernels::sm80
+}  // namespace fa4j::cuda::kernels::sm80::bwd

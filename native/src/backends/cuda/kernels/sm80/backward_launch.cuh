@@ -31,6 +31,7 @@ void launch_linear(int64_t blocks, Launch launch) {
 
 template <int kD, ElemType kElem>
 void run_backward(const BackwardParams& p, cudaStream_t stream) {
+    using namespace bwd;
     using T = typename ElemOf<kElem>::type;
     using Tl = BackwardTile<kD>;
     int device = 0, cc_major = 0, smem_optin = 0;

@@ -42,7 +42,7 @@
 #include "backends/cuda/kernels/sm80/backward_primitives.cuh"
 #include "core/softmax_scale.hpp"
 
-namespace fa4j::cuda::kernels::sm80 {
+namespace fa4j::cuda::kernels::sm80::bwd {
 
 // ---- scheduler -----------------------------------------------------------------------------------------
 
@@ -137,7 +137,7 @@ __global__ void __launch_bounds__(kBwdThreads, 1)
     // How masked tiles get their mask (see mask_tiles below): the transformed path always in shared memory.
     constexpr bool kMaskInSmem = Tl::kMaskInSmem || kTransform;
     extern __shared__ __align__(1024) unsigned char smem[];
-    const uint32_t s_base = fa2::smem_address(smem);
+    const uint32_t s_base = prim::smem_address(smem);
     if (s_base % 1024 != 0) __trap();  // warp_gemm's XOR addressing relies on 1 KiB aligned tiles
     const uint32_t sK = s_base + Tl::kOffK, sV = s_base + Tl::kOffV;
     const uint32_t sP = s_base + Tl::kOffP, sdS = s_base + Tl::kOffDS, sDq = s_base + Tl::kOffDq;
@@ -207,9 +207,9 @@ __global__ void __launch_bounds__(kBwdThreads, 1)
         constexpr int kVecs = kBlockM / 4;  // float4s per row vector
         static_assert(2 * kVecs <= kBwdThreads, "one 16-byte copy per thread for lse and D");
         if (ltid < kVecs)
-            fa2::cp_async_16(s_base + Tl::kOffLse + (stage * kBlockM + ltid * 4) * 4, p.lse_rows + ws_row + ltid * 4, true);
+            prim::cp_async_16(s_base + Tl::kOffLse + (stage * kBlockM + ltid * 4) * 4, p.lse_rows + ws_row + ltid * 4, true);
         else if (ltid < 2 * kVecs)
-            fa2::cp_async_16(s_base + Tl::kOffDelta + (stage * kBlockM + (ltid - kVecs) * 4) * 4,
+            prim::cp_async_16(s_base + Tl::kOffDelta + (stage * kBlockM + (ltid - kVecs) * 4) * 4,
                              p.delta + ws_row + (ltid - kVecs) * 4, true);
     };
     // The workspace rows of step t's dQ tile.
@@ -226,7 +226,7 @@ __global__ void __launch_bounds__(kBwdThreads, 1)
     const float scale = p.softmax_scale;
 
     if (cta.iters > 0) load_query_tile(0, 0);
-    fa2::cp_async_commit();
+    prim::cp_async_commit();
 
     for (int t = 0; t < cta.iters; ++t) {
         const int stage = t & 1;
@@ -243,13 +243,13 @@ __global__ void __launch_bounds__(kBwdThreads, 1)
         const uint32_t sdO = s_base + Tl::kOffDO + stage * Tl::kTileQ;
         // This step's tiles have landed, and every warp is done with the previous step, whose buffers
         // (the other stage, sP, sdS) may now be overwritten and whose dQ tile is staged.
-        fa2::cp_async_wait<0>();
+        prim::cp_async_wait<0>();
         __syncthreads();
         if constexpr (kBulk) {
             if (tid == 0 && t > 0) bulk_reduce_add_f32(dq_tile(t - 1), sDq, uint32_t(kBlockM * kD * 4));
         }
         if (t + 1 < cta.iters) load_query_tile(t + 1, stage ^ 1);
-        fa2::cp_async_commit();
+        prim::cp_async_commit();
 
         const int m_block = cta.m_begin + t % cta.m_count;
         const int m0 = m_block * kBlockM;
@@ -340,7 +340,7 @@ __global__ void __launch_bounds__(kBwdThreads, 1)
 #pragma unroll
                         for (int e = 0; e < 2; ++e) {
                             float& x = sc[mt][nt][2 * half + e];
-                            const float pr = fa2::fast_exp2(fminf(__fmul_rn(x, scale) - row_lse, 0.0f) * kLog2e);
+                            const float pr = prim::fast_exp2(fminf(__fmul_rn(x, scale) - row_lse, 0.0f) * kLog2e);
                             x = !kMaskInSmem && masked && !visible(mt, half, nt, e) ? 0.0f : pr;
                         }
                     }
@@ -370,7 +370,7 @@ __global__ void __launch_bounds__(kBwdThreads, 1)
                             const int r = sdp_row + mt * 16 + g + half * 8;
                             const int c = sdp_col + (j + jj) * 8 + 2 * tig + (e & 1);
                             const float t_score = tr(sc[mt][j + jj][e], r, c, derivative[jj][e]);
-                            sc[mt][j + jj][e] = fa2::fast_exp2(fminf(t_score - row_lse[half], 0.0f) * kLog2e);
+                            sc[mt][j + jj][e] = prim::fast_exp2(fminf(t_score - row_lse[half], 0.0f) * kLog2e);
                         }
                     store_pair(sP, sc[mt][j], sc[mt][j + 1], mt, j);
 #pragma unroll
@@ -462,7 +462,7 @@ __global__ void __launch_bounds__(kBwdThreads, 1)
     // ---- epilogue: the last dQ tile's bulk reduction, then dK·scale and dV rounded to the dtype, staged
     // through the K/V tiles for 16-byte stores. Key rows past seqused_k (out_rows > keys) hold zeros: every
     // P and dS of their columns was masked.
-    fa2::cp_async_wait<0>();  // with no query tile (iters == 0) the K/V copies may still be landing
+    prim::cp_async_wait<0>();  // with no query tile (iters == 0) the K/V copies may still be landing
     __syncthreads();          // every warp is done reading sK and sV (and has staged its last dQ)
     if constexpr (kBulk) {
         if (tid == 0 && cta.iters > 0) {
@@ -492,4 +492,4 @@ __global__ void __launch_bounds__(kBwdThreads, 1)
     store_tile<kBlockN, kD>(dv, p.dv.row_stride, cta.out_rows, p.head_dim, sV, kVec16, tid);
 }
 
-}  // namespace fa4j::cuda::kernels::sm80
+}  // namespace fa4j::cuda::kernels::sm80::bwd

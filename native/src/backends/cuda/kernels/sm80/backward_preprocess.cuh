@@ -12,7 +12,7 @@
 #include "backends/cuda/kernels/common/seqlen_info.cuh"
 #include "backends/cuda/kernels/sm80/backward_primitives.cuh"
 
-namespace fa4j::cuda::kernels::sm80 {
+namespace fa4j::cuda::kernels::sm80::bwd {
 
 // Blocks per (sequence, query head): kBwdThreads / (kD / 8) rows each, covering the longest sequence's rows
 // rounded up to the query tile; at least one, which reports the sequence's clamped metadata.
@@ -80,4 +80,4 @@ __global__ void __launch_bounds__(kBwdThreads) backward_preprocess_kernel(const 
     }
 }
 
-}  // namespace fa4j::cuda::kernels::sm80
+}  // namespace fa4j::cuda::kernels::sm80::bwd

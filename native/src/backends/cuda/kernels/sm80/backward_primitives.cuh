@@ -14,7 +14,11 @@
 #include "backends/cuda/kernels/fa2_common.cuh"
 #include "backends/cuda/kernels/sm80/backward_tiles.hpp"
 
-namespace fa4j::cuda::kernels::sm80 {
+// The backward's device code lives in sm80::bwd, apart from the names other sm80 kernels may define.
+namespace fa4j::cuda::kernels::sm80::bwd {
+
+// The shared sm_80 primitives (cp.async, ldmatrix, mma.sync, ex2), named in one place.
+namespace prim = ::fa4j::cuda::fa2;
 
 // ---- element types -------------------------------------------------------------------------------------
 //
@@ -190,7 +194,7 @@ __device__ __forceinline__ void load_tile(uint32_t smem, const uint16_t* gmem, i
         const uint16_t* src = gmem + row * stride + chunk * 8;
         const uint32_t dst = smem + swz<kChunks>(row, chunk);
         if (vec16) {
-            fa2::cp_async_16(dst, pred ? src : gmem, pred);
+            prim::cp_async_16(dst, pred ? src : gmem, pred);
         } else {  // unaligned views: 2-byte loads, synchronous
             uint32_t w[4] = {0, 0, 0, 0};
             if (pred) {
@@ -257,15 +261,15 @@ __device__ __forceinline__ void warp_gemm(float (&acc)[MT][NT][4], uint32_t a_ti
         uint32_t a[MT][4];
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) {
-            if constexpr (!kATrans) fa2::ldmatrix_x4(a[mt], (a_lane ^ uint32_t(k / 8 * 16)) + uint32_t(mt * 16) * kARow);
-            else fa2::ldmatrix_x4_trans(a[mt], (a_lane ^ uint32_t(mt * 2 * 16)) + uint32_t(k) * kARow);
+            if constexpr (!kATrans) prim::ldmatrix_x4(a[mt], (a_lane ^ uint32_t(k / 8 * 16)) + uint32_t(mt * 16) * kARow);
+            else prim::ldmatrix_x4_trans(a[mt], (a_lane ^ uint32_t(mt * 2 * 16)) + uint32_t(k) * kARow);
         }
         uint32_t b[NT][2];
 #pragma unroll
         for (int nt = 0; nt < NT; nt += 2) {
             uint32_t r[4];
-            if constexpr (!kBTrans) fa2::ldmatrix_x4(r, (b_lane ^ uint32_t(k / 8 * 16)) + uint32_t(nt * 8) * kBRow);
-            else fa2::ldmatrix_x4_trans(r, (b_lane ^ uint32_t(nt * 16)) + uint32_t(k) * kBRow);
+            if constexpr (!kBTrans) prim::ldmatrix_x4(r, (b_lane ^ uint32_t(k / 8 * 16)) + uint32_t(nt * 8) * kBRow);
+            else prim::ldmatrix_x4_trans(r, (b_lane ^ uint32_t(nt * 16)) + uint32_t(k) * kBRow);
             b[nt][0] = r[0];
             b[nt][1] = r[1];
             b[nt + 1][0] = r[2];
@@ -274,7 +278,7 @@ __device__ __forceinline__ void warp_gemm(float (&acc)[MT][NT][4], uint32_t a_ti
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-            for (int nt = 0; nt < NT; ++nt) fa2::Mma<T>::run(acc[mt][nt], a[mt], b[nt][0], b[nt][1]);
+            for (int nt = 0; nt < NT; ++nt) prim::Mma<T>::run(acc[mt][nt], a[mt], b[nt][0], b[nt][1]);
     }
 }
 
@@ -288,4 +292,4 @@ __device__ __forceinline__ void clear(float (&acc)[MT][NT][4]) {
             for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.0f;
 }
 
-}  // namespace fa4j::cuda::kernels::sm80
+}  // namespace fa4j::cuda::kernels::sm80::bwd
