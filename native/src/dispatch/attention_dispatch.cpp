@@ -38,7 +38,7 @@ template <class TensorsRefusal>
 CudaKernelChoice choose_cuda_kernel(fa4j_attention_direction direction, int device, const AttentionConfig& config,
                                     fa4j_kernel_family family, TensorsRefusal tensors_refusal) {
     const CudaArch arch = cuda::device_arch(device);
-    CudaKernel candidates[3];
+    CudaKernel candidates[kMaxCudaCandidates];
     const int count = cuda_kernel_candidates(direction, family, candidates);
     std::string reasons;
     for (int i = 0; i < count; ++i) {

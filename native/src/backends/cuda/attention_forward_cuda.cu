@@ -11,6 +11,7 @@
 #include "backends/cuda/cuda_check.cuh"
 #include "backends/cuda/current_device.hpp"
 #include "backends/cuda/kernel_params.hpp"
+#include "backends/cuda/v1_attention.hpp"
 #include "backends/cuda/kernels/fa2_forward.hpp"
 #include "backends/cuda/kernels/fa3_forward.hpp"
 #include "core/error.hpp"
@@ -80,6 +81,8 @@ fa2::ForwardParams v1_params(const kernels::ForwardParams& k, const ForwardProbl
 }  // namespace
 
 std::string forward_tensors_refusal(int device, const ForwardProblem& problem, CudaKernel kernel) {
+    if (kernel == CudaKernel::kSm90ForwardV1 || kernel == CudaKernel::kSm80ForwardV1)
+        return v1::forward_tensors_refusal(device, problem, kernel == CudaKernel::kSm90ForwardV1);
     const AttentionShape& s = problem.config.shape;
     if (s.heads_q > kMaxGridYZ || s.batch > kMaxGridYZ)
         return "attention forward on CUDA supports at most " + std::to_string(kMaxGridYZ) +
@@ -103,6 +106,8 @@ std::string forward_tensors_refusal(int device, const ForwardProblem& problem, C
 }
 
 void attention_forward(int device, const ForwardProblem& problem, CudaKernelChoice choice, fa4j_stream stream) {
+    if (choice.kernel == CudaKernel::kSm90ForwardV1 || choice.kernel == CudaKernel::kSm80ForwardV1)
+        return v1::attention_forward(device, problem, choice.kernel == CudaKernel::kSm90ForwardV1, choice.head_dim, stream);
     const AttentionShape& s = problem.config.shape;
     const CurrentDevice current(device);
     if (s.batch == 0 || s.seqlen_q == 0) return;  // no output element exists
