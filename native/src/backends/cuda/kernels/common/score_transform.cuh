@@ -14,10 +14,15 @@ namespace fa4j::cuda::kernels {
 // tanh on the device, with 1 - tanh² for the backward's dS (the forward and backward use this same one,
 // so P is recomputed bit for bit). tanhf, not tanh.approx: its 2^-11 relative error would show in fp16
 // gradients against the float64 reference.
+// The derivative comes from e = exp(-2|x|) as 4e / (1 + e)² (what the CPU backend computes), not from
+// 1 - t²: where tanh nears ±1 the rounded t has lost the digits that 1 - t² needs (at |x| = 5 the
+// derivative is 1.8e-4 and 1 - t² keeps about two of its digits).
 struct DeviceTanh {
     __device__ __forceinline__ float operator()(float x, float& derivative) const {
         const float t = tanhf(x);
-        derivative = tanh_derivative_from_value(t);
+        const float e = __expf(-2.0f * fabsf(x));
+        const float one_plus_e = 1.0f + e;
+        derivative = fabsf(x) < 0.5f ? tanh_derivative_from_value(t) : 4.0f * e / (one_plus_e * one_plus_e);
         return t;
     }
 };
