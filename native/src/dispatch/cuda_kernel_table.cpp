@@ -28,10 +28,11 @@ const KernelRow kRows[] = {
      kernel_instantiations::kSM90_FORWARD, static_cast<int>(std::size(kernel_instantiations::kSM90_FORWARD)),
      /*varlen=*/false, /*window=*/false, /*softcap=*/false, /*alibi=*/false, /*max_batch_heads=*/0},
 
-    // FlashAttention-2 forward.
+    // FlashAttention-2 forward (kernels/sm80/): every head dim's tile fits sm_86/sm_89's 99 KB of shared
+    // memory per CTA (static_assert in forward_tiles.cuh), so it runs on every GPU from sm_80 on.
     {CudaKernel::kSm80Forward, "SM80 forward", FA4J_ATTENTION_FORWARD, 8, 0, false,
      kernel_instantiations::kSM80_FORWARD, static_cast<int>(std::size(kernel_instantiations::kSM80_FORWARD)),
-     /*varlen=*/false, /*window=*/false, /*softcap=*/false, /*alibi=*/false, /*max_batch_heads=*/0},
+     /*varlen=*/true, /*window=*/true, /*softcap=*/true, /*alibi=*/true, /*max_batch_heads=*/0},
 
     // FlashAttention-2 backward.
     {CudaKernel::kSm80Backward, "SM80 backward", FA4J_ATTENTION_BACKWARD, 8, 0, false,

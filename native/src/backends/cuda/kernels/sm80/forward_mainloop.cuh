@@ -60,34 +60,31 @@ struct ForwardMainloop {
     // into a swizzled shared-memory tile. Rows >= rows_valid and chunks >= head_chunks are zero-filled
     // without reading anything (src-size 0), so a copy never reads past the tile's rows: `rows` itself,
     // a row that exists whenever the tile is loaded, is the address the empty copies carry.
+    //
+    // The threads form kRowsPerPass rows of kLaneChunks chunks (kLaneChunks: the largest power of two
+    // dividing the row's chunks and the thread count: the whole row at d = 64, 128, 256; 4 of 12 chunks
+    // at d = 96, 8 of 24 at d = 192). A thread copies chunks lane_chunk + g·kLaneChunks of rows
+    // row0 + i·kRowsPerPass: its copies differ by compile-time offsets and multiples of one row step, so
+    // no per-copy address is kept live across the main loop.
     template <int kRows>
     __device__ __forceinline__ static void load_tile(uint32_t smem_tile, const T* rows, int64_t row_stride,
                                                      int rows_valid, int head_chunks) {
         constexpr int kChunks = Tile::kChunksPerRow;
+        constexpr int kLaneChunks = largest_common_power_of_two(kChunks, Tile::kThreads);
+        constexpr int kRowsPerPass = Tile::kThreads / kLaneChunks;
+        constexpr int kGroups = kChunks / kLaneChunks;
+        static_assert(kRows % kRowsPerPass == 0, "whole passes");
         const int tid = static_cast<int>(threadIdx.x);
-        if constexpr (Tile::kThreads % kChunks == 0) {
-            // Each thread copies the same chunk of rows tid / kChunks + i · kRowsPerPass.
-            constexpr int kRowsPerPass = Tile::kThreads / kChunks;
-            static_assert(kRows % kRowsPerPass == 0, "whole passes");
-            const int chunk = tid % kChunks;
-            const int row0 = tid / kChunks;
+        const int lane_chunk = tid % kLaneChunks;
+        const int row0 = tid / kLaneChunks;
+#pragma unroll
+        for (int g = 0; g < kGroups; ++g) {
+            const int chunk = lane_chunk + g * kLaneChunks;
             const bool chunk_valid = chunk < head_chunks;
 #pragma unroll
             for (int i = 0; i < kRows / kRowsPerPass; ++i) {
                 const int row = row0 + i * kRowsPerPass;
                 const bool valid = chunk_valid && row < rows_valid;
-                const T* src = valid ? rows + row * row_stride + chunk * kChunkElems : rows;
-                cp_async_16(smem_tile + Smem::offset(row, chunk), src, valid);
-            }
-        } else {
-            // Rows of a chunk count that does not divide the threads (12 at d = 96, 24 at d = 192): the
-            // tile's chunks in order, kThreads apart.
-            static_assert((kRows * kChunks) % Tile::kThreads == 0, "whole passes");
-#pragma unroll
-            for (int i = 0; i < kRows * kChunks / Tile::kThreads; ++i) {
-                const int index = tid + i * Tile::kThreads;
-                const int row = index / kChunks, chunk = index % kChunks;
-                const bool valid = chunk < head_chunks && row < rows_valid;
                 const T* src = valid ? rows + row * row_stride + chunk * kChunkElems : rows;
                 cp_async_16(smem_tile + Smem::offset(row, chunk), src, valid);
             }

@@ -31,6 +31,13 @@ constexpr int kSwizzleChunks = 8;
 
 __host__ __device__ constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
+// The largest power of two that divides both a and b (a, b > 0).
+__host__ __device__ constexpr int largest_common_power_of_two(int a, int b) {
+    int p = 1;
+    while (a % (2 * p) == 0 && b % (2 * p) == 0) p *= 2;
+    return p;
+}
+
 // ---- shared-memory tiles --------------------------------------------------------------------------
 //
 // A tile of kRows × kCols 16-bit elements is stored row-major with rows of kCols·2 bytes, but the
