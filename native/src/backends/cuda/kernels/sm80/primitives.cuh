@@ -67,7 +67,7 @@ struct SwizzledTile {
                                         : ((chunk & ~(kGroup - 1)) | ((chunk ^ pattern(row)) & (kGroup - 1)));
     }
     // Byte offset of logical chunk `chunk` of row `row`.
-    __device__ __forceinline__ static uint32_t offset(int row, int chunk) {
+    __host__ __device__ __forceinline__ static uint32_t offset(int row, int chunk) {
         return static_cast<uint32_t>((row * kChunksPerRow + position(row, chunk)) * kChunkBytes);
     }
 };
@@ -85,14 +85,14 @@ struct LdmatrixLane {
     static constexpr int kPairs = Tile::kGroup / 2;  // chunk pairs per XOR group
     uint32_t offset[kPairs];
 
-    __device__ __forceinline__ LdmatrixLane(int row, int bit) {
+    __host__ __device__ __forceinline__ LdmatrixLane(int row, int bit) {
 #pragma unroll
         for (int j = 0; j < kPairs; ++j)
             offset[j] = static_cast<uint32_t>(row * kRowBytes + Tile::position(row, 2 * j + bit) * kChunkBytes);
     }
     // Offset of chunk pair j (a compile-time constant after unrolling), `rows` rows further down
     // (a multiple of 8, so the swizzle pattern is the same).
-    __device__ __forceinline__ uint32_t at(int j, int rows = 0) const {
+    __host__ __device__ __forceinline__ uint32_t at(int j, int rows = 0) const {
         return offset[j % kPairs] + static_cast<uint32_t>((j / kPairs) * Tile::kGroup * kChunkBytes + rows * kRowBytes);
     }
 };
