@@ -86,7 +86,9 @@ struct LdmatrixLane {
     uint32_t offset[kPairs];
 
     __host__ __device__ __forceinline__ LdmatrixLane(int row, int bit) {
+#ifdef __CUDA_ARCH__  // host compilers do not know the pragma (this is host-callable for index checks)
 #pragma unroll
+#endif
         for (int j = 0; j < kPairs; ++j)
             offset[j] = static_cast<uint32_t>(row * kRowBytes + Tile::position(row, 2 * j + bit) * kChunkBytes);
     }
