@@ -61,10 +61,11 @@ const KernelRow kRows[] = {
      kernel_instantiations::kSM90_FORWARD, static_cast<int>(std::size(kernel_instantiations::kSM90_FORWARD)),
      /*varlen=*/false, /*window=*/false, /*softcap=*/false, /*alibi=*/false, /*max_batch_heads=*/0, /*verified=*/false},
 
-    // FlashAttention-2 forward.
+    // FlashAttention-2 forward (kernels/sm80/): every head dim's tile fits sm_86/sm_89's 99 KB of shared
+    // memory per CTA (static_assert in forward_tiles.cuh), so it runs on every GPU from sm_80 on.
     {CudaKernel::kSm80Forward, "SM80 forward", FA4J_ATTENTION_FORWARD, 8, 0, false,
      kernel_instantiations::kSM80_FORWARD, static_cast<int>(std::size(kernel_instantiations::kSM80_FORWARD)),
-     /*varlen=*/false, /*window=*/false, /*softcap=*/false, /*alibi=*/false, /*max_batch_heads=*/0, /*verified=*/false},
+     /*varlen=*/true, /*window=*/true, /*softcap=*/true, /*alibi=*/true, /*max_batch_heads=*/0, /*verified=*/false},
 
     // FlashAttention-2 backward (kernels/sm80/backward_*): every feature. It needs ~162 KB of shared memory
     // per block on 8.x (dQ by atomics) and ~194 KB from 9.0 (dQ staged for bulk reduction): it runs on compute
