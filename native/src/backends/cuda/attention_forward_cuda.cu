@@ -12,7 +12,7 @@
 #include "backends/cuda/current_device.hpp"
 #include "backends/cuda/kernel_params.hpp"
 #include "backends/cuda/kernels/fa2_forward.hpp"
-#include "backends/cuda/kernels/fa3_forward.hpp"
+#include "backends/cuda/kernels/sm90/forward.hpp"
 #include "core/error.hpp"
 #include "core/softmax_scale.hpp"
 
@@ -49,7 +49,7 @@ void set_strides(const Strided& t, int64_t& batch, int64_t& row, int64_t& head) 
     head = t.head_stride;
 }
 
-// Transitional: the v1 kernels still read fa2::ForwardParams; the v2 ones read kernels::ForwardParams.
+// Transitional: the SM80 kernel still reads fa2::ForwardParams; the v2 ones read kernels::ForwardParams.
 fa2::ForwardParams v1_params(const kernels::ForwardParams& k, const ForwardProblem& problem) {
     fa2::ForwardParams p{};
     p.q = problem.q.data;
@@ -95,9 +95,8 @@ std::string forward_tensors_refusal(int device, const ForwardProblem& problem, C
     }
     if (why.empty() && reinterpret_cast<uintptr_t>(problem.lse.data) % alignof(float) != 0)
         why = "lse is not 4-byte aligned, which the CUDA kernels need for float32";
-    const fa2::Elem elem = problem.config.dtype == DType::F16 ? fa2::Elem::F16 : fa2::Elem::BF16;
     if (why.empty() && kernel == CudaKernel::kSm90Forward &&
-        !fa3::tma_describable(v1_params(forward_params(device, problem), problem), elem))
+        !sm90::tma_describable(forward_params(device, problem)))
         why = "the SM90 forward kernel's tensor copies (TMA) cannot describe these strides";
     return why;
 }
@@ -107,16 +106,15 @@ void attention_forward(int device, const ForwardProblem& problem, CudaKernelChoi
     const CurrentDevice current(device);
     if (s.batch == 0 || s.seqlen_q == 0) return;  // no output element exists
     const kernels::ForwardParams params = forward_params(device, problem);
+    const auto native_stream = reinterpret_cast<cudaStream_t>(stream);
+    if (choice.kernel == CudaKernel::kSm90Forward) {
+        if (!sm90::run_forward(params, choice.head_dim, native_stream))
+            fail(FA4J_ERROR_INTERNAL, "the SM90 forward refused tensors it had accepted");
+        return;
+    }
     const fa2::ForwardParams p = v1_params(params, problem);
     const fa2::Elem elem = problem.config.dtype == DType::F16 ? fa2::Elem::F16 : fa2::Elem::BF16;
     const bool causal = problem.config.causal;
-    const auto native_stream = reinterpret_cast<cudaStream_t>(stream);
-    if (choice.kernel == CudaKernel::kSm90Forward) {
-        const bool queued = choice.head_dim == 64 ? fa3::run_forward<64>(p, elem, causal, native_stream)
-                                                  : fa3::run_forward<128>(p, elem, causal, native_stream);
-        if (!queued) fail(FA4J_ERROR_INTERNAL, "the SM90 forward refused tensors it had accepted");
-        return;
-    }
     if (choice.head_dim == 64) fa2::run_forward<64>(p, elem, causal, native_stream);
     else fa2::run_forward<128>(p, elem, causal, native_stream);
 }
