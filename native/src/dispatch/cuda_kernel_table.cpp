@@ -26,7 +26,7 @@ const KernelRow kRows[] = {
     // Hopper forward (sm_90a code runs only on compute capability 9.0).
     {CudaKernel::kSm90Forward, "SM90 forward", FA4J_ATTENTION_FORWARD, 9, 0, true,
      kernel_instantiations::kSM90_FORWARD, static_cast<int>(std::size(kernel_instantiations::kSM90_FORWARD)),
-     /*varlen=*/false, /*window=*/false, /*softcap=*/false, /*alibi=*/false, /*max_batch_heads=*/0},
+     /*varlen=*/true, /*window=*/true, /*softcap=*/true, /*alibi=*/true, /*max_batch_heads=*/0},
 
     // FlashAttention-2 forward.
     {CudaKernel::kSm80Forward, "SM80 forward", FA4J_ATTENTION_FORWARD, 8, 0, false,

@@ -81,7 +81,8 @@ fa2::ForwardParams v1_params(const kernels::ForwardParams& k, const ForwardProbl
 
 std::string forward_tensors_refusal(int device, const ForwardProblem& problem, CudaKernel kernel) {
     const AttentionShape& s = problem.config.shape;
-    if (s.heads_q > kMaxGridYZ || s.batch > kMaxGridYZ)
+    // The SM90 kernel's grid is 1-D over all work tiles (any batch x heads).
+    if (kernel != CudaKernel::kSm90Forward && (s.heads_q > kMaxGridYZ || s.batch > kMaxGridYZ))
         return "attention forward on CUDA supports at most " + std::to_string(kMaxGridYZ) +
                " query heads and batch entries; got " + std::to_string(s.heads_q) + " and " + std::to_string(s.batch);
     if (s.seqlen_q >= kMaxSeqlen || s.seqlen_k >= kMaxSeqlen)
@@ -95,9 +96,18 @@ std::string forward_tensors_refusal(int device, const ForwardProblem& problem, C
     }
     if (why.empty() && reinterpret_cast<uintptr_t>(problem.lse.data) % alignof(float) != 0)
         why = "lse is not 4-byte aligned, which the CUDA kernels need for float32";
-    if (why.empty() && kernel == CudaKernel::kSm90Forward &&
-        !sm90::tma_describable(forward_params(device, problem)))
-        why = "the SM90 forward kernel's tensor copies (TMA) cannot describe these strides";
+    if (why.empty() && kernel == CudaKernel::kSm90Forward) {
+        const VarlenInfo& varlen = problem.config.varlen;
+        // Varlen: TMA row coordinates are int32 (a sequence's first packed row plus its tile's), and rows of
+        // any sequence start anywhere in the packed tensors, so their row strides must be aligned whatever
+        // the longest sequence is (TMA checks q, k, v; out is written with 16-byte stores).
+        if (varlen.enabled() && (varlen.total_q >= kMaxSeqlen || varlen.total_k >= kMaxSeqlen))
+            why = "the SM90 forward kernel supports packed (varlen) tensors of fewer than 2^30 rows";
+        else if (varlen.enabled())
+            why = vector_alignment_refusal("out", problem.out, 1, varlen.total_q, s.heads_q);
+        if (why.empty() && !sm90::tma_describable(forward_params(device, problem)))
+            why = "the SM90 forward kernel's tensor copies (TMA) cannot describe these strides";
+    }
     return why;
 }
 
