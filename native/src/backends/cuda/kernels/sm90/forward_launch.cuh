@@ -57,11 +57,12 @@ void launch_forward_kernel(const ForwardKernelParams& kp, int sm_count, cudaStre
 
 // Launches tile `Tile` with scheduler `Scheduler` (schedule `sched`): the score-transform instantiation
 // when the call has softcap or ALiBi, the plain one otherwise. False (nothing queued) if TMA cannot
-// describe the tensors.
+// describe the tensors or the scheduler cannot address the tiles.
 template <class Tile, class T, class Scheduler>
 bool launch_forward(const kernels::ForwardParams& p, const TileSchedulerParams& sched, int sm_count,
                     cudaStream_t stream) {
     if (sched.total == 0 || described_rows_q(p) == 0) return true;  // no output row exists
+    if (!Scheduler::supports(sched)) return false;
     ForwardKernelParams kp{};
     kp.p = p;
     kp.sched = sched;

@@ -37,27 +37,32 @@ struct TileCoord {
 namespace detail {
 // Tile `linear` in the order of `s`: sections of hb_per_section (batch, head) pairs (pair = batch x heads +
 // head) one after the other; within a section, with heads_fastest, (m_block from the last) x pair with the
-// pair fastest, else pair x (m_block from the last) with m_block fastest.
-__device__ __forceinline__ TileCoord tile_at(const TileSchedulerParams& s, int64_t linear) {
-    const int64_t pairs = static_cast<int64_t>(s.heads) * s.batch;
-    const int64_t section_tiles = static_cast<int64_t>(s.hb_per_section) * s.m_blocks;
-    const int64_t section = linear / section_tiles;
-    const int64_t hb0 = section * s.hb_per_section;
-    const int64_t hb = pairs - hb0 < s.hb_per_section ? pairs - hb0 : s.hb_per_section;  // the last may be short
-    const int64_t local = linear - section * section_tiles;
-    int64_t pair, m_index;
+// pair fastest, else pair x (m_block from the last) with m_block fastest. Index: int64_t, or uint32_t where
+// the host guarantees total < 2^32 (32-bit divisions are inline; 64-bit ones are calls, around which a
+// persistent kernel's live registers would spill).
+template <class Index>
+__device__ __forceinline__ TileCoord tile_at(const TileSchedulerParams& s, Index linear) {
+    const Index pairs = static_cast<Index>(s.heads) * static_cast<Index>(s.batch);
+    const Index per_section = static_cast<Index>(s.hb_per_section);
+    const Index m_blocks = static_cast<Index>(s.m_blocks);
+    const Index section_tiles = per_section * m_blocks;
+    const Index section = linear / section_tiles;
+    const Index hb0 = section * per_section;
+    const Index hb = pairs - hb0 < per_section ? pairs - hb0 : per_section;  // the last section may be short
+    const Index local = linear - section * section_tiles;
+    Index pair, m_index;
     if (s.heads_fastest) {
         pair = local % hb;
         m_index = local / hb;
     } else {
-        m_index = local % s.m_blocks;
-        pair = local / s.m_blocks;
+        m_index = local % m_blocks;
+        pair = local / m_blocks;
     }
     pair += hb0;
     TileCoord t;
     t.m_block = s.m_blocks - 1 - static_cast<int>(m_index);
-    t.head = static_cast<int>(pair % s.heads);
-    t.batch = static_cast<int>(pair / s.heads);
+    t.head = static_cast<int>(pair % static_cast<Index>(s.heads));
+    t.batch = static_cast<int>(pair / static_cast<Index>(s.heads));
     return t;
 }
 }  // namespace detail
@@ -65,6 +70,7 @@ __device__ __forceinline__ TileCoord tile_at(const TileSchedulerParams& s, int64
 class SingleTileScheduler {
 public:
     static constexpr bool kPersistent = false;
+    static bool supports(const TileSchedulerParams&) { return true; }
 
     // grid.x x grid.y >= total: x up to 2^31 - 1, y the rest (tiles past total exit at once).
     static dim3 grid(const TileSchedulerParams& s, int /*sm_count*/) {
@@ -78,7 +84,7 @@ public:
     __device__ bool first(TileCoord& t) const {
         const int64_t linear = static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x;
         if (linear >= s_.total) return false;
-        t = detail::tile_at(s_, linear);
+        t = detail::tile_at<int64_t>(s_, linear);  // once per CTA, before anything is live
         return true;
     }
     __device__ bool next(TileCoord&) const { return false; }
@@ -91,6 +97,8 @@ class PersistentTileScheduler {
 public:
     static constexpr bool kPersistent = true;
 
+    // 32-bit tile arithmetic: total and total + the grid (at most 65535 CTAs here) stay below 2^32.
+    static bool supports(const TileSchedulerParams& s) { return s.total <= 0xffff0000ll; }
     static dim3 grid(const TileSchedulerParams& s, int sm_count) {
         return dim3(static_cast<unsigned>(s.total < sm_count ? s.total : sm_count));
     }
@@ -99,19 +107,19 @@ public:
 
     __device__ bool first(TileCoord& t) const { return at(t); }
     __device__ bool next(TileCoord& t) {
-        linear_ += gridDim.x;
+        linear_ += gridDim.x;  // < total + grid < 2^32 (supports): no wrap before the end test
         return at(t);
     }
 
 private:
     __device__ bool at(TileCoord& t) const {
         if (linear_ >= s_.total) return false;
-        t = detail::tile_at(s_, linear_);
+        t = detail::tile_at<uint32_t>(s_, linear_);
         return true;
     }
 
     const TileSchedulerParams& s_;
-    int64_t linear_;
+    uint32_t linear_;
 };
 
 }  // namespace fa4j::cuda::sm90
