@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "backends/cuda/cuda_check.cuh"
 #include "backends/cuda/kernels/sm90/epilogue.cuh"
