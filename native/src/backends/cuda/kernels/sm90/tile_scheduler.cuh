@@ -41,7 +41,7 @@ namespace detail {
 // the host guarantees total < 2^32 (32-bit divisions are inline; 64-bit ones are calls, around which a
 // persistent kernel's live registers would spill).
 template <class Index>
-__device__ __forceinline__ TileCoord tile_at(const TileSchedulerParams& s, Index linear) {
+__host__ __device__ __forceinline__ TileCoord tile_at(const TileSchedulerParams& s, Index linear) {
     const Index pairs = static_cast<Index>(s.heads) * static_cast<Index>(s.batch);
     const Index per_section = static_cast<Index>(s.hb_per_section);
     const Index m_blocks = static_cast<Index>(s.m_blocks);
