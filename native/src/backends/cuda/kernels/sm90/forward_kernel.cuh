@@ -41,9 +41,9 @@ struct ForwardKernel {
         Scheduler scheduler(kp.sched);
         TileCoord coord;
         if (!scheduler.first(coord)) return;  // a CTA of the grid's padding
-        WorkTile w = work_tile(p, coord);
         if constexpr (!Scheduler::kPersistent) {
             // The tile is past its sequence's end (varlen: the grid covers the longest): nothing to do.
+            const WorkTile w = work_tile(p, coord);
             if (w.rows <= 0) {
                 if (tid == 0) w.seq.report(p);
                 return;
@@ -61,6 +61,7 @@ struct ForwardKernel {
                 tma_prefetch_descriptor(&kp.tma.k);
                 tma_prefetch_descriptor(&kp.tma.v);
                 PipelineState st;
+                WorkTile w = work_tile(p, coord);  // each role computes its tiles after setmaxnreg
                 while (true) {
                     w.seq.report(p);  // clamped varlen metadata raises the call's flag (one thread per tile)
                     if (w.has_keys()) Mainloop::template load<Scheduler::kPersistent>(kp, sm, w, st);
@@ -74,6 +75,7 @@ struct ForwardKernel {
             const int consumer = warpgroup - 1;
             const int ctid = tid - warpgroup * kWarpgroupThreads;
             PipelineState st;
+            WorkTile w = work_tile(p, coord);
             while (true) {
                 if (w.rows > 0) {
                     float o[Tile::kORegs];
