@@ -10,8 +10,8 @@
 #     instantiation is a hand-copied file. A feature that costs little at run time is a kernel argument, not
 #     another instantiation (build time is the flash-attn users' top complaint).
 set(FA4J_KERNELS SM90_FORWARD SM80_FORWARD SM80_BACKWARD SM90_FORWARD_V1 SM80_FORWARD_V1 SM80_BACKWARD_V1)
-set(FA4J_KERNEL_SM90_FORWARD_HEAD_DIMS 64 128)
-set(FA4J_KERNEL_SM90_FORWARD_TEMPLATE "")
+set(FA4J_KERNEL_SM90_FORWARD_HEAD_DIMS 64 96 128 192 256)
+set(FA4J_KERNEL_SM90_FORWARD_TEMPLATE "sm90/forward.cu.in")
 set(FA4J_KERNEL_SM80_FORWARD_HEAD_DIMS 64 96 128 192 256)
 set(FA4J_KERNEL_SM80_FORWARD_TEMPLATE "sm80/forward.cu.in")
 set(FA4J_KERNEL_SM80_BACKWARD_HEAD_DIMS 64 128)

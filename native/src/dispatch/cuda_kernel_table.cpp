@@ -59,7 +59,7 @@ const KernelRow kRows[] = {
     // Hopper forward (sm_90a code runs only on compute capability 9.0).
     {CudaKernel::kSm90Forward, "SM90 forward", FA4J_ATTENTION_FORWARD, 9, 0, true,
      kernel_instantiations::kSM90_FORWARD, static_cast<int>(std::size(kernel_instantiations::kSM90_FORWARD)),
-     /*varlen=*/false, /*window=*/false, /*softcap=*/false, /*alibi=*/false, /*max_batch_heads=*/0, /*verified=*/false},
+     /*varlen=*/true, /*window=*/true, /*softcap=*/true, /*alibi=*/true, /*max_batch_heads=*/0, /*verified=*/false},
 
     // FlashAttention-2 forward (kernels/sm80/): every head dim's tile fits sm_86/sm_89's 99 KB of shared
     // memory per CTA (static_assert in forward_tiles.cuh), so it runs on every GPU from sm_80 on.

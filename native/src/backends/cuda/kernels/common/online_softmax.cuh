@@ -14,6 +14,10 @@
 //
 // Scores with a transform (softcap, ALiBi: common/score_transform.cuh) carry the scale already; the
 // kernels then run this with scale_log2 = log2(e), abs_scale = 1 and no sign flip (ForwardParams).
+//
+// Accumulator layout (mma.sync m16n8 C fragments, and per warp of a wgmma m64 accumulator): lane 4g + q
+// holds rows g and g + 8 of its 16-row slice, columns 2q, 2q + 1 of every n8 block; the four lanes of a
+// quad hold the same rows, so row reductions are two shuffles.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -27,6 +31,17 @@ __device__ __forceinline__ float fast_exp2(float x) {
     float y;
     asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
     return y;
+}
+
+// Reductions over the four lanes 4g..4g+3 of a quad, leaving the result in all four.
+__device__ __forceinline__ float quad_max(float x) {
+    x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+    return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+
+__device__ __forceinline__ float quad_sum(float x) {
+    x += __shfl_xor_sync(0xffffffffu, x, 1);
+    return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
 
 // What a tile subtracts from s: the score of the row maximum, or 0 for a row that has seen only masked

@@ -285,7 +285,7 @@ __global__ void __launch_bounds__(kBwdThreads, 1)
         };
         // P = exp(S·scale − lse) in place of S (zero where masked, when masking in registers), rounded to the
         // dtype into sP. S·scale is rounded before lse is subtracted, as the forward rounded max·|scale| into
-        // lse (row_logsumexp, fa2_common.cuh): a row's maximum then gets exactly exp(−ln sum) however large
+        // lse (row_logsumexp, common/online_softmax.cuh): a row's maximum then gets exactly exp(−ln sum) however large
         // the scores. The fused 2^(S·scale_log2 − lse·log2e) carries lse·log2e's rounding instead, which with
         // lse near 1e8 (inputs of 1e4) exceeds 1 and gave the maximum anything from 0 to overflow. The cap at
         // 1 keeps P finite also for an lse that does not belong to these scores. (Keeping the fused form beside this

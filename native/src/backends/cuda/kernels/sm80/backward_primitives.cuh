@@ -1,4 +1,4 @@
-// What the SM80 backward kernels are built from beyond the shared sm_80 primitives (kernels/fa2_common.cuh:
+// What the SM80 backward kernels are built from beyond the shared sm_80 primitives (kernels/sm80/primitives.cuh, kernels/common/online_softmax.cuh:
 // cp.async, ldmatrix, mma.sync, ex2): saturating conversion to the dtype, the sm_90 stores and reductions
 // the kernels use where the hardware has them (stmatrix, vector atomics, bulk reduction), the swizzled
 // shared-memory tiles and the warp-level product over them, and the dQ workspace's chunk permutation.
@@ -11,14 +11,18 @@
 #include <cstdint>
 
 #include "backends/cuda/kernels/common/attention_params.hpp"
-#include "backends/cuda/kernels/fa2_common.cuh"
+#include "backends/cuda/kernels/common/online_softmax.cuh"
+#include "backends/cuda/kernels/sm80/primitives.cuh"
 #include "backends/cuda/kernels/sm80/backward_tiles.hpp"
 
 // The backward's device code lives in sm80::bwd, apart from the names other sm80 kernels may define.
 namespace fa4j::cuda::kernels::sm80::bwd {
 
 // The shared sm_80 primitives (cp.async, ldmatrix, mma.sync, ex2), named in one place.
-namespace prim = ::fa4j::cuda::fa2;
+namespace prim {
+using namespace ::fa4j::cuda::sm80;     // cp.async, ldmatrix, mma.sync, packing (sm80/primitives.cuh)
+using namespace ::fa4j::cuda::kernels;  // ex2, the online softmax's arithmetic (common/online_softmax.cuh)
+}  // namespace prim
 
 // ---- element types -------------------------------------------------------------------------------------
 //
@@ -26,7 +30,7 @@ namespace prim = ::fa4j::cuda::fa2;
 // included) becomes its largest finite value, NaN stays NaN. Everything the backward rounds is a result
 // whose exact value is finite: dS of float16 inputs can pass 65504 (float16 inputs of ~100 already give
 // |dO·Vᵀ| beyond it), and so can dq, dk and dv; an infinity there turns into NaN in the next product. P is
-// in [0, 1] and unaffected. Same cost as the plain conversion (fa2_common.cuh's Mma::pack, which the
+// in [0, 1] and unaffected. Same cost as the plain conversion (sm80/primitives.cuh's Mma::pack, which the
 // forward uses for P alone).
 
 template <typename T>

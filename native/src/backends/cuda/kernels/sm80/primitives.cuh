@@ -18,6 +18,8 @@
 
 #include <cstdint>
 
+#include "backends/cuda/kernels/common/online_softmax.cuh"
+
 namespace fa4j::cuda::sm80 {
 
 constexpr int kWarpSize = 32;
@@ -178,18 +180,9 @@ struct Mma<__nv_bfloat16> {
     }
 };
 
-// ---- quad reductions --------------------------------------------------------------------------------
+// ---- quad reductions: common/online_softmax.cuh's, one definition for every kernel generation ----------
 
-// The four lanes 4g..4g+3 of a quad hold the columns of the same two accumulator rows; these reduce
-// across them, leaving the result in all four.
-__device__ __forceinline__ float quad_max(float x) {
-    x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
-    return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
-}
-
-__device__ __forceinline__ float quad_sum(float x) {
-    x += __shfl_xor_sync(0xffffffffu, x, 1);
-    return x + __shfl_xor_sync(0xffffffffu, x, 2);
-}
+using kernels::quad_max;
+using kernels::quad_sum;
 
 }  // namespace fa4j::cuda::sm80

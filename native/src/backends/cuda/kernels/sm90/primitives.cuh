@@ -1,12 +1,12 @@
-// Hopper (sm_90a) primitives for the FlashAttention-3-style kernels, written once here: mbarriers, the
+// Hopper (sm_90a) primitives for the FlashAttention-3-style kernels (kernels/sm90/), written once here: mbarriers, the
 // tensor-memory-accelerator (TMA) tile load that completes on an mbarrier, warpgroup MMA (wgmma) with its
 // fences and shared-memory matrix descriptors, register reallocation (setmaxnreg) and named barriers.
 //
 // Every instruction wrapper compiles to nothing but a trap outside the sm_90a pass: the library is also
 // built for sm_80, where these instructions do not exist, and the kernels that use them are only
-// launched on compute capability 9.0 devices (attention_forward_cuda.cu checks).
+// launched on compute capability 9.0 devices (dispatch/cuda_kernel_table.cpp checks).
 //
-// Shared-memory tiles: every tile of 16-bit elements with 64 or 128 columns is stored as column blocks
+// Shared-memory tiles: every tile of 16-bit elements with a multiple of 64 columns is stored as column blocks
 // of 64 elements (128 bytes): block c holds columns [64c, 64c + 64) of every row, rows 128 bytes apart,
 // and within each group of 8 rows (1024 bytes) the 16-byte chunk j of row r sits at chunk j ^ (r % 8).
 // That is both what TMA writes with CU_TENSOR_MAP_SWIZZLE_128B and box {64, rows} and the canonical
@@ -19,6 +19,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <utility>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include <cute/arch/mma_sm90_gmma.hpp>
 
@@ -95,6 +98,17 @@ __device__ __forceinline__ void mbarrier_wait(uint32_t bar, uint32_t parity) {
         : "memory");
 #else
     (void)bar, (void)parity;
+    FA4J_SM90_UNAVAILABLE();
+#endif
+}
+
+// Orders this thread's earlier shared-memory accesses (generic proxy) before later accesses of the async
+// proxy (TMA) that another thread issues after synchronising with it: a buffer read or written with
+// ordinary instructions is refilled by TMA only after this fence and a barrier.
+__device__ __forceinline__ void fence_proxy_async_shared() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#else
     FA4J_SM90_UNAVAILABLE();
 #endif
 }
@@ -226,10 +240,12 @@ FA4J_SM90_GMMA(__nv_bfloat16, BF16BF16, 64)
 FA4J_SM90_GMMA(__nv_bfloat16, BF16BF16, 96)
 FA4J_SM90_GMMA(__nv_bfloat16, BF16BF16, 128)
 FA4J_SM90_GMMA(__nv_bfloat16, BF16BF16, 192)
+FA4J_SM90_GMMA(__nv_bfloat16, BF16BF16, 256)
 FA4J_SM90_GMMA(__half, F16F16, 64)
 FA4J_SM90_GMMA(__half, F16F16, 96)
 FA4J_SM90_GMMA(__half, F16F16, 128)
 FA4J_SM90_GMMA(__half, F16F16, 192)
+FA4J_SM90_GMMA(__half, F16F16, 256)
 #undef FA4J_SM90_GMMA
 
 template <class Atom, int N, size_t... I>
@@ -253,6 +269,25 @@ __device__ __forceinline__ void wgmma_ss(uint64_t desc_a, uint64_t desc_b, float
 template <class T, int kN>
 __device__ __forceinline__ void wgmma_rs(const uint32_t* a, uint64_t desc_b, float (&d)[kN / 2]) {
     gmma_rs<typename Gmma<T, kN>::RS, kN / 2>(a, desc_b, d, std::make_index_sequence<kN / 2>{});
+}
+
+// Two floats -> one register of two 16-bit values (round to nearest even; lo in the low half): the
+// A-operand registers of wgmma RS from the accumulators of the previous product.
+template <class T>
+__device__ __forceinline__ uint32_t pack_pair(float lo, float hi);
+
+template <>
+__device__ __forceinline__ uint32_t pack_pair<__half>(float lo, float hi) {
+    uint32_t r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+template <>
+__device__ __forceinline__ uint32_t pack_pair<__nv_bfloat16>(float lo, float hi) {
+    uint32_t r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
 }
 
 }  // namespace fa4j::cuda::sm90
