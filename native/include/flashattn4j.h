@@ -297,10 +297,13 @@ FA4J_API fa4j_status fa4j_dlpack_import(void* managed, int32_t versioned, const 
  *
  * Head dims: multiples of 8 from 8 to 256.
  *
- * The CUDA backend supports less: float16 and bfloat16, head dims up to 128, and for the forward
- * 16-byte alignment (every tensor's first element at a multiple of 16 bytes, and batch, sequence and
- * head strides that are multiples of 8 elements). Anything else returns FA4J_ERROR_UNSUPPORTED with a
- * message saying what is missing; nothing is written then.
+ * The CUDA backend supports less: float16 and bfloat16, and 16-byte alignment (every tensor's first
+ * element at a multiple of 16 bytes, and batch, sequence and head strides that are multiples of 8
+ * elements). Its v2 kernels implement every head dim up to 256 in the forward (128 in the backward),
+ * windows, softcap, ALiBi and varlen batches; a build offers a kernel only once it has passed the GPU
+ * suite on hardware (builds configured with FA4J_UNVERIFIED_KERNELS offer the others too), so a release
+ * build may refuse some of these: fa4j_attention_support says what this build runs. Anything else returns
+ * FA4J_ERROR_UNSUPPORTED with a message saying what is missing; nothing is written then.
  *
  * Representable range. Results are finite, and within the FlashAttention tolerance of a float64
  * reference, when every element of q, k, v and dout lies within the float16 range (|x| <= 65504: any

@@ -31,8 +31,12 @@ import java.util.Objects;
  * head_dim]} (v and the gradients share the keys' offsets), and lse is float32 {@code [heads_q, total_q]}.
  * Masks, windows and ALiBi positions are aligned per sequence; a {@code [batch, heads_q]} ALiBi tensor gives
  * each sequence its own slopes. Rows past the last offset belong to no sequence: what the call writes there
- * is unspecified. Every dense method has a varlen twin taking {@link PackedSequences} for q and k. The CUDA
- * backend does not implement varlen batches yet (refused as unsupported).
+ * is unspecified. Every dense method has a varlen twin taking {@link PackedSequences} for q and k. On CUDA,
+ * varlen batches (like sliding windows, softcap, ALiBi and head dims above 128) run on the v2 kernels, which
+ * release builds do not offer until they have passed the GPU suite on hardware: there they are refused as
+ * unsupported, and the support queries below say so. On a device the offsets are not read by the host: the
+ * kernels clamp them, and offsets outside the packed tensors or above the maximum lengths are reported as
+ * {@link FlashAttnException.InvalidArgument} by the next call that synchronizes with the device.
  *
  * <h2>Support queries</h2>
  * {@link #checkForward(AttentionInput, AttentionInput, AttentionInput, AttentionOptions)} and its siblings answer, without running
