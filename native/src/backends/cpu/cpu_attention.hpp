@@ -9,4 +9,9 @@ namespace fa4j::cpu {
 void attention_forward(const ForwardProblem& problem);
 void attention_backward(const BackwardProblem& problem);
 
+// KV-cache attention (attention_decode_cpu.cpp): appends, split-KV with GQA packing, shared prefix.
+void attention_decode(const DecodeProblem& problem);
+// The log-sum-exp merge of partial results (core/lse_merge.hpp).
+void attention_merge(const MergeProblem& problem);
+
 }  // namespace fa4j::cpu
