@@ -34,6 +34,12 @@ import java.util.Objects;
  * is unspecified. Every dense method has a varlen twin taking {@link PackedSequences} for q and k. The CUDA
  * backend does not implement varlen batches yet (refused as unsupported).
  *
+ * <h2>KV-cache attention and merges</h2>
+ * {@link #decode(Tensor, KvCache, DecodeOptions)} attends new tokens' queries to a KV cache ({@link KvCache}: dense
+ * or paged, with an in-place append and an optional shared prefix; {@link PagedKvCache} manages one), with split-KV
+ * and GQA packing; {@link #merge(List)} joins partial results over disjoint keys by log-sum-exp. CPU only for now
+ * (CUDA tensors are refused as unsupported).
+ *
  * <h2>Support queries</h2>
  * {@link #checkForward(Tensor, Tensor, Tensor, AttentionOptions)} and its siblings answer, without running
  * or allocating anything, whether the call with the same arguments would be accepted, and if not, why: the
