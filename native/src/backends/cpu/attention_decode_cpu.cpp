@@ -22,6 +22,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "backends/cpu/cpu_attention.hpp"
@@ -33,6 +34,7 @@
 #include "backends/cpu/tile_matmul.hpp"
 #include "backends/cpu/tiling.hpp"
 #include "core/decode_split.hpp"
+#include "core/error.hpp"
 #include "core/lse_merge.hpp"
 #include "core/score_mask.hpp"
 #include "flashattn4j.h"
@@ -379,8 +381,13 @@ void attention_decode(const DecodeProblem& problem) {
     std::unique_ptr<float[]> partial_out, partial_lse;
     const int64_t rows = shape.batch * shape.heads_q * shape.seqlen_q;
     if (!tasks.direct() && rows > 0) {
-        partial_out.reset(new float[static_cast<size_t>(tasks.states() * rows * shape.head_dim)]);
-        partial_lse.reset(new float[static_cast<size_t>(tasks.states() * rows)]);
+        int64_t lse_count = 0, out_count = 0;
+        if (__builtin_mul_overflow(tasks.states(), rows, &lse_count) || __builtin_mul_overflow(lse_count, shape.head_dim, &out_count) ||
+            out_count > (int64_t{1} << 61) / static_cast<int64_t>(sizeof(float)))
+            fail(FA4J_ERROR_OUT_OF_MEMORY, "the split-KV workspace of " + std::to_string(tasks.states()) + " partial results of " +
+                                               std::to_string(rows) + " rows is too large (fewer splits: num_splits)");
+        partial_out.reset(new float[static_cast<size_t>(out_count)]);
+        partial_lse.reset(new float[static_cast<size_t>(lse_count)]);
         ws.out = partial_out.get();
         ws.lse = partial_lse.get();
     }
