@@ -496,7 +496,8 @@ typedef struct fa4j_attention_args {
  * lse_s is -inf, out = 0 and lse = -inf. A NaN or +inf lse_s gives NaN. This is what a shared prefix needs:
  * out = merge((out_prefix, lse_prefix), (out_suffix, lse_suffix)). Varlen results ([total, heads, head_dim],
  * lse [heads, total]) merge as batch 1 views. Outputs may not overlap the inputs. Unused fields must be
- * NULL / 0 (q, k, v, the KV cache tensors, ...). head_dim: any.
+ * NULL / 0 (q, k, v, alibi_slopes, the KV cache tensors, num_splits, ...); the score options (softmax_scale,
+ * softcap, causal, windows) are ignored; num_threads and kernel_family apply. head_dim: any.
  */
 
 /* Runs the call `args` describes: queued on `stream` on CUDA, finished on return on the CPU. */
