@@ -9,13 +9,21 @@
 #   - with CUDA, one translation unit per (kernel, head dim, dtype), so that they compile in parallel and no
 #     instantiation is a hand-copied file. A feature that costs little at run time is a kernel argument, not
 #     another instantiation (build time is the flash-attn users' top complaint).
-set(FA4J_KERNELS SM90_FORWARD SM80_FORWARD SM80_BACKWARD)
+set(FA4J_KERNELS SM90_FORWARD SM80_FORWARD SM80_BACKWARD SM90_FORWARD_V1 SM80_FORWARD_V1 SM80_BACKWARD_V1)
 set(FA4J_KERNEL_SM90_FORWARD_HEAD_DIMS 64 128)
 set(FA4J_KERNEL_SM90_FORWARD_TEMPLATE "")
-set(FA4J_KERNEL_SM80_FORWARD_HEAD_DIMS 64 128)
-set(FA4J_KERNEL_SM80_FORWARD_TEMPLATE "")
+set(FA4J_KERNEL_SM80_FORWARD_HEAD_DIMS 64 96 128 192 256)
+set(FA4J_KERNEL_SM80_FORWARD_TEMPLATE "sm80/forward.cu.in")
 set(FA4J_KERNEL_SM80_BACKWARD_HEAD_DIMS 64 128)
-set(FA4J_KERNEL_SM80_BACKWARD_TEMPLATE "")
+set(FA4J_KERNEL_SM80_BACKWARD_TEMPLATE "sm80/backward.cu.in")
+# The GPU-verified v1 kernels (kernels/v1/, hand-written instantiations), the release path until the v2
+# kernels above have passed on a GPU.
+set(FA4J_KERNEL_SM90_FORWARD_V1_HEAD_DIMS 64 128)
+set(FA4J_KERNEL_SM90_FORWARD_V1_TEMPLATE "")
+set(FA4J_KERNEL_SM80_FORWARD_V1_HEAD_DIMS 64 128)
+set(FA4J_KERNEL_SM80_FORWARD_V1_TEMPLATE "")
+set(FA4J_KERNEL_SM80_BACKWARD_V1_HEAD_DIMS 64 128)
+set(FA4J_KERNEL_SM80_BACKWARD_V1_TEMPLATE "")
 set(FA4J_KERNEL_ELEMS fp16 bf16)
 
 # Writes the header into ${generated_dir} and appends the generated translation units to ${out_var}

@@ -8,13 +8,17 @@
 #   5. runs compute-sanitizer on the CUDA forward/backward tests: memcheck with small sizes, racecheck and
 #      synccheck with tiny ones; the forward also with its FlashAttention-2 kernel forced (Hopper runs it
 #      only for strides TMA cannot describe),
-#   6. runs the benchmarks (native driver + PyTorch SDPA peers, and the Java bench CLI),
+#   6. runs the benchmarks (native driver + PyTorch SDPA peers, and the Java bench CLI; with --benches
+#      "... acceptance" also the acceptance table of the attention v2 issue, peer_sdpa.py --acceptance),
 # and prints a summary. Logs go to $OUT (when set) or ./gpu-out.
 #   scripts/gpu-loop.sh [--skip-bench] [--skip-sanitizer] [--skip-soak] [--soak-cycles N]
-#                       [--shapes 2x8192x16x128,2x8192x16x64] [--archs "90a-real"] [--skip-ctest]
-#                       [--sanitizers "memcheck racecheck synccheck"] [--benches "peers java gap alloc"]
-# --archs builds for fewer architectures (the local GPU's) to save device time; the full set is the CMake
-# default. All logs are also packed into $logs/logs.tgz (the device tool returns few files).
+#                       [--shapes 2x8192x16x128,2x8192x16x64] [--archs "90a-real"] [--skip-ctest] [--unverified]
+#                       [--sanitizers "memcheck racecheck synccheck"] [--benches "peers java gap alloc acceptance"]
+#                       [--java-tests "AttentionFeaturesGpuTest VarlenAttentionGpuTest ..."]
+# --unverified also offers the kernels that have not passed on a GPU yet (dispatch/cuda_kernel_table.cpp), to
+# test them. --archs builds for fewer architectures (the local GPU's) to save device time; the full set is the
+# CMake default. --java-tests runs only the named test classes (default: all). All logs are also packed into
+# $logs/logs.tgz (the device tool returns few files).
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -22,7 +26,7 @@ bundle="$top/.bundle"
 logs=${OUT:-$top/gpu-out}
 work=${FA4J_GPU_WORK:-/tmp/fa4j-gpu}
 skip_bench=0 skip_sanitizer=0 skip_soak=0 soak_cycles=1000000 shapes="2x8192x16x128,2x8192x16x64"
-archs="" skip_ctest=0 sanitizers="memcheck racecheck synccheck" benches="peers java alloc"
+archs="" unverified="" skip_ctest=0 sanitizers="memcheck racecheck synccheck" benches="peers java alloc" java_tests=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --skip-bench) skip_bench=1 ;;
@@ -32,8 +36,10 @@ while [ $# -gt 0 ]; do
     --shapes) shapes=$2; shift ;;
     --archs) archs=$2; shift ;;
     --skip-ctest) skip_ctest=1 ;;
+    --unverified) unverified=ON ;;
     --sanitizers) sanitizers=$2; shift ;;
     --benches) benches=$2; shift ;;
+    --java-tests) java_tests=$2; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -63,7 +69,8 @@ java="$work/jre/bin/java"
 
 build_native() {
   cmake -S native -B "$work/build" -DCMAKE_BUILD_TYPE=Release -DFA4J_CUDA=ON -DFA4J_FETCH_CUTLASS=OFF \
-        -DCUTLASS_DIR="$work/cutlass/usr/include" ${archs:+"-DCMAKE_CUDA_ARCHITECTURES=$archs"} &&
+        -DCUTLASS_DIR="$work/cutlass/usr/include" ${archs:+"-DCMAKE_CUDA_ARCHITECTURES=$archs"} \
+        ${unverified:+"-DFA4J_UNVERIFIED_KERNELS=ON"} &&
     cmake --build "$work/build" --parallel "$(nproc)"
 }
 step "native build" build.log build_native || { printf '%s\n' "${summary[@]}"; exit 1; }
@@ -76,13 +83,19 @@ junit() {  # junit [JVM options] -- SELECTORS...: the JUnit console on the test 
   local jvm=() cp="$work/test-classes" j
   while [ $# -gt 0 ] && [ "$1" != -- ]; do jvm+=("$1"); shift; done
   shift
-  for j in "$bundle"/jars/flashattn4j-0*.jar "$bundle"/jars/flashattn4j-bindings-*.jar "$bundle"/jars/jqwik-*.jar; do cp="$cp:$j"; done
+  for j in "$bundle"/jars/flashattn4j-0*.jar "$bundle"/jars/flashattn4j-bindings-*.jar "$bundle"/jars/flashattn4j-benchmarks.jar "$bundle"/jars/jqwik-*.jar; do cp="$cp:$j"; done
   "$java" --enable-native-access=ALL-UNNAMED -Xmx8g -Dflashattn4j.library.path="$lib" "${jvm[@]}" \
     -Dfa4j.header="$top/native/include/flashattn4j.h" -Dfa4j.bindings.sources="$top/bindings/src/main/java" \
     -jar "$bundle"/jars/junit-platform-console-standalone-*.jar execute --class-path "$cp" "$@" \
     --disable-banner --details=tree
 }
-step "java tests (JUnit)" java-tests.log junit -- --scan-class-path
+# All test classes, or only those --java-tests names (simple names, e.g. "AttentionFeaturesGpuTest GridLimitsGpuTest").
+java_selectors=(--scan-class-path)
+if [ -n "$java_tests" ]; then
+  java_selectors=()
+  for c in $java_tests; do java_selectors+=(--select-class "io.github.flashattn4j.tests.$c"); done
+fi
+step "java tests (JUnit)" java-tests.log junit -- "${java_selectors[@]}"
 
 if [ $skip_soak -eq 0 ]; then
   summary_lines='cycles/s|tests failed' \
@@ -109,6 +122,7 @@ if [ $skip_sanitizer -eq 0 ]; then
     sanitize "$tool" cuda_attention_forward_test forward
     sanitize "$tool" cuda_attention_forward_test forward-sm80 --kernel sm80
     sanitize "$tool" cuda_attention_backward_test backward
+    sanitize "$tool" cuda_attention_backward_test backward-sm80 --kernel sm80
   done
 fi
 
@@ -166,6 +180,11 @@ if [ $skip_bench -eq 0 ]; then
     echo "clock samples: $(wc -l <"$logs/gap-clocks.log")"
   }
   [[ " $benches " == *" gap "* ]] && step "bench: Java/native interleaved" bench-gap.log bench_gap
+  # The acceptance table of the attention v2 issue: ours vs cuDNN (SDPA flash where cuDNN refuses) on the issue's
+  # shapes, forward and backward, plus varlen, tiny-sequence, window and softcap rows; the summary quotes the
+  # geometric means.
+  [[ " $benches " == *" acceptance "* ]] && summary_lines='acceptance:' \
+    step "bench: acceptance table (v2 issue)" bench-acceptance.log python3 benchmarks/peer_sdpa.py --lib "$lib" --no-check --acceptance
   [[ " $benches " == *" alloc "* ]] && step "bench: allocation per step" bench-alloc.log "$java" --enable-native-access=ALL-UNNAMED -Dflashattn4j.library.path="$lib" \
     -cp "$bundle/jars/flashattn4j-benchmarks.jar" io.github.flashattn4j.bench.AllocationBench
 fi
@@ -173,5 +192,9 @@ fi
 echo
 echo "=== GPU loop summary ($(cat "$logs/gpu.txt")) ==="
 printf '%s\n' "${summary[@]}"
-for f in inprocess-check.log bench-peers.log bench-native-1.log bench-java.log bench-native-2.log bench-gap.log bench-alloc.log; do [ -f "$logs/$f" ] && { echo "--- $f"; grep -v '^PASS\|^check ' "$logs/$f" | tail -n 30; }; done
+for f in inprocess-check.log bench-peers.log bench-native-1.log bench-java.log bench-native-2.log bench-gap.log bench-alloc.log bench-acceptance.log; do
+  lines=30
+  [ "$f" = bench-acceptance.log ] && lines=60  # the whole table
+  [ -f "$logs/$f" ] && { echo "--- $f"; grep -v '^PASS\|^check ' "$logs/$f" | tail -n $lines; }
+done
 (cd "$logs" && tar czf logs.tgz --exclude=logs.tgz ./*.log gpu.txt 2>/dev/null)

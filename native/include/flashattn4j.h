@@ -71,13 +71,42 @@ typedef enum fa4j_device_type {
     FA4J_DEVICE_CUDA = 2  /* kDLCUDA */
 } fa4j_device_type;
 
-/* Values of DLPack's DLDataTypeCode that this library understands. */
+/* Values of DLPack's DLDataTypeCode that this library understands (the float8 codes are DLPack 1.1's,
+ * include/dlpack/dlpack.h of dmlc/dlpack v1.1). */
 typedef enum fa4j_dtype_code {
-    FA4J_DTYPE_CODE_INT = 0,    /* kDLInt    */
-    FA4J_DTYPE_CODE_UINT = 1,   /* kDLUInt   */
-    FA4J_DTYPE_CODE_FLOAT = 2,  /* kDLFloat  */
-    FA4J_DTYPE_CODE_BFLOAT = 4  /* kDLBfloat */
+    FA4J_DTYPE_CODE_INT = 0,              /* kDLInt    */
+    FA4J_DTYPE_CODE_UINT = 1,             /* kDLUInt   */
+    FA4J_DTYPE_CODE_FLOAT = 2,            /* kDLFloat  */
+    FA4J_DTYPE_CODE_BFLOAT = 4,           /* kDLBfloat */
+    FA4J_DTYPE_CODE_FLOAT8_E4M3FN = 10,   /* kDLFloat8_e4m3fn */
+    FA4J_DTYPE_CODE_FLOAT8_E5M2 = 12      /* kDLFloat8_e5m2   */
 } fa4j_dtype_code;
+
+/*
+ * The dtypes (code, bits), all with lanes = 1:
+ *   float32 (FLOAT, 32), float16 (FLOAT, 16), bfloat16 (BFLOAT, 16)   attention's inputs and outputs
+ *   int32 (INT, 32)                                                   sequence offsets and lengths
+ *   float8_e4m3fn (FLOAT8_E4M3FN, 8)  1 sign, 4 exponent (bias 7), 3 mantissa bits; no infinity, NaN is
+ *                                     S.1111.111; largest finite ±448, smallest subnormal 2^-9
+ *   float8_e5m2 (FLOAT8_E5M2, 8)      1 sign, 5 exponent (bias 15), 2 mantissa bits (IEEE-like, the top
+ *                                     byte of a float16); ±infinity; largest finite ±57344
+ *   int8 (INT, 8)                     two's complement
+ *   int4 (INT, 4), packed             two's complement nibbles, two per byte, "little bit-endian" as
+ *                                     DLPack 1.1 specifies for packed sub-byte types: the element at even
+ *                                     element offset e lives in the LOW nibble (bits 0-3) of byte e/2,
+ *                                     the element at odd offset e + 1 in the HIGH nibble (bits 4-7).
+ * Quantized attention (fa4j_attention_args, "quantization") consumes float8_e4m3fn, int8 and int4 tensors;
+ * float8_e5m2 is a storage and exchange dtype only.
+ *
+ * Packed int4 tensors. Shapes and strides count elements (nibbles), byte_offset counts bytes, and every
+ * row of the innermost dimension starts on a byte: an int4 tensor has ndim >= 1, an innermost dimension of
+ * even size with stride 1, and even strides in every other dimension of size > 1 (strides are free when
+ * the tensor has no element). Element (i0, ..., in) is nibble  sum(ik * strides[k])  counted from (char*)data + byte_offset.
+ * A tensor that breaks this rule is refused (FA4J_ERROR_INVALID_ARGUMENT), also on DLPack import, which
+ * further refuses int4 tensors whose producer set DLPACK_FLAG_BITMASK_IS_SUBBYTE_TYPE_PADDED (one element
+ * per byte). For every other dtype, element (i0, ..., in) lives at
+ *     (char*)data + byte_offset + (bits / 8) * sum(ik * strides[k]).
+ */
 
 /* DLDevice. device_type holds an fa4j_device_type value. */
 typedef struct fa4j_device {
@@ -85,7 +114,8 @@ typedef struct fa4j_device {
     int32_t device_id;
 } fa4j_device;
 
-/* DLDataType. code holds an fa4j_dtype_code value; lanes is 1 for every dtype this library uses. */
+/* DLDataType. code holds an fa4j_dtype_code value; lanes is 1 for every dtype this library uses (see the
+ * list of dtypes above). */
 typedef struct fa4j_dtype {
     uint8_t code;
     uint8_t bits;
@@ -93,7 +123,8 @@ typedef struct fa4j_dtype {
 } fa4j_dtype;
 
 /* DLTensor. Strides are in elements and must be given (never null here); the element at index
- * (i0, ..., in) lives at (char*)data + byte_offset + sizeof(element) * sum(ik * strides[k]). */
+ * (i0, ..., in) lives at (char*)data + byte_offset + sizeof(element) * sum(ik * strides[k]) (packed int4:
+ * see above). */
 typedef struct fa4j_tensor {
     void* data;
     fa4j_device device;
@@ -256,7 +287,8 @@ FA4J_API fa4j_status fa4j_dlpack_import(void* managed, int32_t versioned, const 
  *   lse              : [batch, heads_q, seqlen_q], float32, natural-log logsumexp of each score row
  * Strides of batch, sequence and head are free (non-negative; outputs must not overlap themselves or
  * any other argument); head_dim must be contiguous (stride 1). q, k, v, out, dout, dq, dk, dv share
- * one dtype: float32, float16 or bfloat16; arithmetic accumulates in float32. All tensors must be on
+ * one dtype: float32, float16 or bfloat16; arithmetic accumulates in float32 (quantized attention,
+ * fa4j_attention_args.quant_mode, takes quantized q, k, v: see "Quantized attention" at the end). All tensors must be on
  * one device, which selects the backend.
  *
  * Causal masking is aligned to the bottom-right corner, as in flash-attn >= 2.1: query i may attend
@@ -386,6 +418,8 @@ typedef enum fa4j_attention_direction {
  * The capability query fa4j_attention_support answers, without running anything, whether a call is
  * supported by the kernels it would run on, and if not why: the same status and message fa4j_attention
  * would fail with.
+ *
+ * quant_mode (and the fields after it) make the call quantized attention: see "Quantized attention" below.
  */
 typedef struct fa4j_attention_args {
     size_t struct_size;
@@ -412,6 +446,14 @@ typedef struct fa4j_attention_args {
     int32_t window_left;   /* keys before the aligned query position; -1 (or any negative): unbounded */
     int32_t window_right;  /* keys after it; -1 (or any negative): unbounded */
     int32_t num_threads;   /* CPU backend worker threads; 0 = default */
+    /* ---- quantization ---- (quantized attention, below; all zero: none) */
+    int32_t quant_mode;            /* fa4j_quant_mode; 0 = FA4J_QUANT_NONE */
+    uint32_t quant_flags;          /* FA4J_QUANT_NO_SMOOTH_K | FA4J_QUANT_NO_SMOOTH_Q; 0 = smoothing on */
+    const fa4j_tensor* q_scale;    /* non-NULL: q is pre-quantized and this is its scale; NULL: q is */
+    const fa4j_tensor* k_scale;    /*   float32/float16/bfloat16 and the library quantizes it (k, v alike) */
+    const fa4j_tensor* v_scale;
+    const fa4j_tensor* k_mean;     /* optional, pre-quantized k only: float32 [batch, heads_kv, head_dim],
+                                    * the mean the caller subtracted from k (lse correction) */
 
     /* ---- KV cache (decode) ----
      * Used by FA4J_ATTENTION_DECODE and FA4J_ATTENTION_MERGE (described below the struct); NULL / 0 for
@@ -513,6 +555,135 @@ FA4J_API fa4j_status fa4j_attention(const fa4j_attention_args* args, fa4j_stream
  * whenever it could answer, also for a call that would fail. */
 FA4J_API fa4j_status fa4j_attention_support(const fa4j_attention_args* args, int32_t* status, char* reason,
                                             size_t reason_capacity);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Quantized attention                                                                             */
+/* ---------------------------------------------------------------------------------------------- */
+
+/*
+ * Quantized attention (forward only) computes q·kᵀ and P·v in low precision with float32 accumulation:
+ * SageAttention2 style (INT8 or INT4 q·kᵀ, FP8 or FP16 P·v) or FlashAttention-3 style (FP8 throughout).
+ * fa4j_attention_args.quant_mode selects it. Each of q, k, v arrives either in high precision (float32,
+ * float16 or bfloat16; all such inputs of a call share one dtype), and the library quantizes it by the
+ * rules below, or pre-quantized in the mode's dtype for that operand with its scale tensor (q_scale,
+ * k_scale, v_scale are non-NULL exactly for the pre-quantized operands), e.g. as fa4j_quantize made it.
+ * out and lse are as for plain attention; out is float32, float16 or bfloat16: the high-precision
+ * inputs' dtype when there are any.
+ *
+ *   mode            q, k            v               q scale       k scale                  v scale
+ *   SAGE_INT8_FP8   int8            float8_e4m3fn   [B, Hq, Nq]   [B, Hkv, ceil(Nk/128)]   [B, Hkv, D]
+ *   SAGE_INT8_FP16  int8            float16 (*)     [B, Hq, Nq]   [B, Hkv, ceil(Nk/128)]   -
+ *   SAGE_INT4_FP8   int4 (packed)   float8_e4m3fn   [B, Hq, Nq]   [B, Hkv, ceil(Nk/128)]   [B, Hkv, D]
+ *   SAGE_INT4_FP16  int4 (packed)   float16 (*)     [B, Hq, Nq]   [B, Hkv, ceil(Nk/128)]   -
+ *   FP8             float8_e4m3fn   float8_e4m3fn   [B, Hq]       [B, Hkv]                 [B, Hkv]
+ * B batch, Hq and Hkv query and key/value heads, Nq and Nk sequence lengths, D head dim; scales are
+ * contiguous float32 tensors on the call's device. (*) P·v runs in float16: v is converted to float16
+ * (round to nearest even, saturated at ±65504) unless it is float16; it has no scale.
+ *
+ * Granularity (the groups that share a scale), independent of any kernel's tiles:
+ *  - q, SAGE modes: one scale per token (a row of one head). It costs no kernel anything: the factor
+ *    joins the per-row softmax scale. Finer than SageAttention2's per-warp groups, so never less accurate.
+ *  - k, SAGE modes: one scale per block of 128 keys [128t, 128t + 128) of one (batch, kv head): one scalar
+ *    per 128-key tile (a Hopper kernel's tile; a kernel with 64-key tiles uses it for two tiles). A scale
+ *    per key would cost every score a multiply and every thread a register per column.
+ *  - v, FP8 P·v: one scale per channel of one (batch, kv head), over all its keys: applied once, to the
+ *    output's columns.
+ *  - FP8 mode: one descale per (batch, query head) for q and per (batch, kv head) for k and v, as in
+ *    FlashAttention-3 (which keeps q's per kv head; per query head is finer and as cheap).
+ *
+ * Quantizers: exact, so fa4j_quantize and every backend produce the same bits. Inputs are read as float32
+ * (exact from every input dtype); arithmetic is float32, round to nearest even, no fused multiply-add
+ * unless stated.
+ *  - amax of a group: the largest |x|; a NaN or an infinity in the group makes it non-finite.
+ *  - Integers (qmax = 127 for int8, 7 for int4): scale = amax / qmax and
+ *    q = clamp(rint(x * (qmax / amax)), -qmax, qmax) (rint: to nearest even); dequantized: q * scale.
+ *  - float8_e4m3fn: scale = amax / 448 and q = e4m3(x * (448 / amax)), rounded to nearest even and
+ *    saturated at ±448 (PTX cvt.rn.satfinite); dequantized: q * scale.
+ *  - amax < 2^-100, all-zero groups included: scale 0 and every value 0. A non-finite group: scale NaN and
+ *    every value 0 (integers) or NaN (float8); attention then gives NaN in every row that sees the group.
+ *  - K smoothing (every mode, when the library quantizes k, unless FA4J_QUANT_NO_SMOOTH_K): k - mean is
+ *    quantized instead of k, the mean taken per channel over the keys of one (batch, kv head):
+ *    mean = S / Nk, S = the sum in ascending order of the sums of consecutive 128-key chunks, each summed
+ *    in ascending key order starting from 0. It changes no output: q_i·mean is the same for every key of
+ *    row i, and the softmax is invariant to such a shift; lse gets softmax_scale * (q_i·mean) added back
+ *    (float32 products summed in channel order; q_i as given, or dequantized if pre-quantized).
+ *  - Q smoothing (SAGE_INT4_* modes, when the library quantizes q, unless FA4J_QUANT_NO_SMOOTH_Q): each
+ *    block of 64 query rows [64u, 64u + 64) of one (batch, query head) has its per-channel mean m_u
+ *    (summed in row order, divided by the block's row count) subtracted before quantization, and the exact
+ *    contribution m_u·k_j added to each score s_ij of the block: a chain of float32 fused multiply-adds in
+ *    channel order over m_u and the (smoothed) k_j before quantization; for a pre-quantized k, its
+ *    dequantized values.
+ *  - A pre-quantized k is smoothed (or not) by its producer; k_mean, if given, is the mean it subtracted,
+ *    and serves the lse correction only.
+ *
+ * Scores and softmax (the rules up to the scores are exact; exponentials are each backend's own):
+ *  - SAGE: s_ij = float(sum_c q_ic * k_jc) * (q_scale_i * k_scale_t) [+ m_u·k_j], the integer dot product
+ *    exact in int32. FP8: s_ij = (float32 dot product of the e4m3 values) * (q_descale * k_descale).
+ *    Then softmax_scale, ALiBi, windows and the causal mask act as in plain attention (softcap is refused:
+ *    it would break the shift invariance smoothing relies on).
+ *  - Each row walks its visible keys in the 128-key blocks above, in ascending order, with a running
+ *    maximum m of its scaled scores x_j updated once per block before that block's p_j = exp(x_j - m) are
+ *    formed. The row sum l adds the float32 p_j. P·v multiplies P quantized with v's quantized values:
+ *    FP8 P·v: e4m3(448 * p_j) (to nearest even, saturated; 448, the e4m3 maximum, is a static scale, as
+ *    p_j <= 1); FP16 P·v: float16(p_j). A block's products are summed in float32 and added into the float32
+ *    accumulator, which is rescaled by exp(m_old - m_new) when m grows.
+ *  - out = acc * v_scale / (448 * l) per channel (FP8 P·v; FP8 mode: the v descale), acc / l (FP16 P·v);
+ *    lse = m + log(l), plus the K smoothing correction.
+ *
+ * Accuracy against float64: docs/ACCURACY.md (measured with the CPU reference implementation).
+ * Restrictions: forward only, dense batches (no cu_seqlens), no softcap. The CPU backend runs every mode
+ * (the reference implementation of the arithmetic above); the CUDA backend has no quantized kernels yet
+ * and refuses them with FA4J_ERROR_UNSUPPORTED. A quantized dtype (int8, int4, float8) for q, k or v
+ * without a quant_mode is FA4J_ERROR_INVALID_ARGUMENT.
+ */
+typedef enum fa4j_quant_mode {
+    FA4J_QUANT_NONE = 0,
+    FA4J_QUANT_SAGE_INT8_FP8 = 1,   /* INT8 q·kᵀ, FP8 P·v: Hopper (sm_90) and Ada (sm_89) */
+    FA4J_QUANT_SAGE_INT8_FP16 = 2,  /* INT8 q·kᵀ, FP16 P·v: any GPU from sm_80 */
+    FA4J_QUANT_SAGE_INT4_FP8 = 3,   /* INT4 q·kᵀ, FP8 P·v: Ada (sm_89) */
+    FA4J_QUANT_SAGE_INT4_FP16 = 4,  /* INT4 q·kᵀ, FP16 P·v: Ampere (sm_80, sm_86) */
+    FA4J_QUANT_FP8 = 5              /* FP8 q·kᵀ and P·v (FlashAttention-3 style): Hopper and Ada */
+} fa4j_quant_mode;
+
+/* fa4j_attention_args.quant_flags and fa4j_quantize_args.flags. */
+#define FA4J_QUANT_NO_SMOOTH_K 0x1u  /* quantize k as given, without subtracting its mean */
+#define FA4J_QUANT_NO_SMOOTH_Q 0x2u  /* SAGE_INT4_*: quantize q without subtracting its block means */
+
+/* Which input of attention a tensor is, for fa4j_quantize. */
+typedef enum fa4j_quant_operand {
+    FA4J_QUANT_OPERAND_Q = 0,
+    FA4J_QUANT_OPERAND_K = 1,
+    FA4J_QUANT_OPERAND_V = 2
+} fa4j_quant_operand;
+
+/*
+ * Quantizes one input of attention as fa4j_attention with the same mode would: the same bits, so that
+ * quantizing once (e.g. a key/value cache) and passing the results as pre-quantized inputs gives what the
+ * call on the high-precision tensors gives, except that Q smoothing needs the library to quantize q
+ * itself (fa4j_quantize never smooths q).
+ *   input:  float32, float16 or bfloat16 [batch, seq, heads, head_dim], head_dim contiguous
+ *   output: the operand's quantized dtype in the mode's table above, the same shape (any strides the
+ *           dtype allows); SAGE_*_FP16 modes do not quantize v (refused)
+ *   scale:  float32, contiguous, the operand's scale shape
+ *   mean:   K with smoothing only, optional: float32 [batch, heads, head_dim], receives the subtracted mean
+ *           (pass it as fa4j_attention_args.k_mean for an exact lse); NULL otherwise
+ * The outputs may not overlap the input or each other. CPU tensors only for now (CUDA:
+ * FA4J_ERROR_UNSUPPORTED). Fields past struct_size read as zero.
+ */
+typedef struct fa4j_quantize_args {
+    size_t struct_size;
+    int32_t mode;         /* fa4j_quant_mode, not NONE */
+    int32_t operand;      /* fa4j_quant_operand */
+    uint32_t flags;       /* FA4J_QUANT_NO_SMOOTH_K (operand k) */
+    int32_t num_threads;  /* CPU backend worker threads; 0 = default */
+    const fa4j_tensor* input;
+    const fa4j_tensor* output;
+    const fa4j_tensor* scale;
+    const fa4j_tensor* mean;
+} fa4j_quantize_args;
+
+/* Writes output, scale (and mean) from input as described above; finished on return on the CPU. */
+FA4J_API fa4j_status fa4j_quantize(const fa4j_quantize_args* args, fa4j_stream stream);
 
 #ifdef __cplusplus
 }

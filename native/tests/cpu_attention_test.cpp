@@ -1,8 +1,9 @@
 // Checks the CPU backend through the C ABI: forward (out, lse) and backward (dq, dk, dv) against the
 // float64 reference under the FlashAttention tolerance rule (support/tolerance.hpp), in every dtype and
 // layout, with outputs that start as NaN and gaps that must stay untouched; the score features of
-// fa4j_attention (softcap, ALiBi, sliding windows) likewise; then the instruction-set variants chosen at
-// run time, exact dtype conversions, and bitwise independence from the thread count.
+// fa4j_attention (softcap, ALiBi, sliding windows) and variable-length batches likewise; then the
+// instruction-set variants chosen at run time, exact dtype conversions, and bitwise independence from the
+// thread count.
 #include <flashattn4j.h>
 
 #include <chrono>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "support/attention_case.hpp"
+#include "support/feature_cases.hpp"
 #include "support/reference_attention.hpp"
 #include "support/strided_tensor.hpp"
 #include "support/tensor_layouts.hpp"
@@ -23,6 +25,7 @@
 #include "support/test_report.hpp"
 #include "support/tolerance.hpp"
 #include "support/untouched_gaps.hpp"
+#include "support/varlen_case.hpp"
 
 namespace {
 
@@ -159,10 +162,6 @@ Outcome run_refused_scale(const Case& c) {
 
 int main() {
     const auto start = std::chrono::steady_clock::now();
-    struct ShapeLayout {
-        Shape s;
-        Layout layout;
-    };
     // Ragged lengths around the 64-row tiles, Nq != Nk both ways (causal rows that see nothing when
     // Nq > Nk), head dims 32/64/128 plus an odd 40 and the maximum 256, GQA groups 1/2/8, views into a
     // packed qkv buffer, head-major and unaligned padded strides, broadcast k/v, and empty problems.
@@ -244,39 +243,9 @@ int main() {
         c.scale = std::nextafter(c.scale, 1e38f);  // just past the limit
         tally.report("refused: " + describe(c), run_refused_scale(c));
     }
-    // Score features through fa4j_attention: softcap (30: mild, 5: strong), ALiBi slopes per head and per
-    // batch and head, windows bounded on the left, the right, both, both with causal (which overrides
-    // the right bound), (0, 0) (each row sees one key, or with Nq > Nk none), and all together; on ragged
-    // shapes with Nq != Nk both ways (windows leave rows empty when Nq > Nk), GQA, a single query, in
-    // every dtype and the layouts above.
-    struct Features {
-        float softcap;
-        int64_t left, right;
-        bool causal;
-        Alibi alibi;
-    };
-    const std::vector<Features> features = {
-        {30, -1, -1, false, Alibi::None},         {5, -1, -1, true, Alibi::None},
-        {0, -1, -1, false, Alibi::PerHead},       {0, -1, -1, true, Alibi::PerBatchHead},
-        {0, 40, -1, false, Alibi::None},          {0, -1, 20, false, Alibi::None},
-        {0, 50, 10, false, Alibi::None},          {0, 50, 10, true, Alibi::None},
-        {0, 0, 0, false, Alibi::None},            {0, 3, -1, true, Alibi::None},
-        {20, 64, 8, true, Alibi::PerHead},        {5, 100, 30, false, Alibi::PerBatchHead},
-    };
-    const std::vector<ShapeLayout> feature_shapes = {
-        {{1, 17, 17, 2, 2, 64}, Layout::Packed},           {{2, 333, 333, 4, 2, 32}, Layout::Contiguous},
-        {{1, 128, 333, 8, 4, 128}, Layout::HeadMajor},     {{1, 333, 128, 2, 1, 64}, Layout::PaddedUnaligned},
-        {{2, 65, 130, 4, 2, 64}, Layout::BroadcastKv},     {{1, 70, 70, 2, 1, 40}, Layout::Packed},
-        {{1, 1, 333, 2, 1, 64}, Layout::Contiguous},
-    };
-    const auto with_features = [](Case c, const Features& f) {
-        c.softcap = f.softcap;
-        c.window_left = f.left;
-        c.window_right = f.right;
-        c.causal = f.causal;
-        c.alibi = f.alibi;
-        return c;
-    };
+    // Score features through fa4j_attention (support/feature_cases.hpp), in every dtype.
+    const std::vector<Features>& features = feature_sets();
+    const std::vector<ShapeLayout>& feature_shapes = fa4j_test::feature_shapes();
     for (Dt dt : {Dt::F32, Dt::F16, Dt::BF16})
         for (const ShapeLayout& sl : feature_shapes)
             for (const Features& f : features) {
@@ -343,6 +312,13 @@ int main() {
             c.scale = e.scale;
             c.values = e.values;
             tally.report(describe_on(c, "best"), run_case(c, seed++));
+        }
+    // Variable-length batches (support/varlen_case.hpp), the cases the CUDA drivers run, in every dtype.
+    for (VarlenCase c : varlen_cases())
+        for (Dt dt : {Dt::F32, Dt::F16, Dt::BF16}) {
+            c.dt = dt;
+            c.own_stream = false;
+            tally.report(describe(c), run_varlen_case(c, seed++, Where::Host, Checked::Both));
         }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return tally.finish(seconds);

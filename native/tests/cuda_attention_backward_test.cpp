@@ -3,11 +3,14 @@
 // CPU backend's forward on the host (the CUDA forward has its own test). dq/dk/dv start as NaN on the
 // device, gaps between strided output elements must stay untouched, and NaN never passes. Each case
 // also runs the CPU backend's backward on the same inputs and reports the largest GPU-vs-CPU
-// difference, relative to the bound both tolerances imply (2 x tolerance). Calls the CUDA backward
-// does not implement, or that mix host and device tensors, must be refused with a message and write
-// nothing.
+// difference, relative to the bound both tolerances imply (2 x tolerance). Head dims up to 128, the score
+// features of fa4j_attention (softcap, ALiBi, sliding windows) and variable-length batches (cu_seqlens,
+// seqused_k), as attention v2 specifies them, must run; above head dim 128 (and with --kernel sm90) the
+// backward is computed correctly or refused as unsupported, writing nothing. Calls the CUDA backward does
+// not implement (float32, head dims the ABI excludes), or that mix host and device tensors, must be refused
+// with a message and write nothing.
 //
-// Usage: cuda_attention_backward_test [--small | --max-rows N]   (or FA4J_TEST_SMALL=1, the same as --small: fewer,
+// Usage: cuda_attention_backward_test [--small | --max-rows N] [--kernel auto|sm80|sm90]   (or FA4J_TEST_SMALL=1, the same as --small: fewer,
 // smaller shapes for compute-sanitizer; see support/test_options.hpp). Without a CUDA device it reports
 // "0 passed, 0 failed, 1 skipped" and exits 0.
 // Timing lives in native/bench/fa4j_bench.cpp.
@@ -27,6 +30,7 @@
 #include "support/attention_case.hpp"
 #include "support/cuda_buffers.hpp"
 #include "support/cuda_stream.hpp"
+#include "support/feature_cases.hpp"
 #include "support/reference_attention.hpp"
 #include "support/tensor_layouts.hpp"
 #include "support/test_dtype.hpp"
@@ -34,33 +38,56 @@
 #include "support/test_report.hpp"
 #include "support/tolerance.hpp"
 #include "support/untouched_gaps.hpp"
+#include "support/varlen_case.hpp"
 
 namespace {
 
+// The kernel family of --kernel: AUTO runs plain calls through fa4j_attention_backward, the others (and
+// every call with score features) go through fa4j_attention with the family forced.
+int g_kernel_family = FA4J_KERNEL_AUTO;
+
 using namespace fa4j_test;
 
-Outcome run_case(const Case& c, uint32_t seed) {
+// Whether the specification lets the CUDA backward refuse the case: head dims above 128, the SM90 family.
+bool backward_may_refuse(int64_t head_dim) { return head_dim > 128 || g_kernel_family == FA4J_KERNEL_SM90; }
+
+// `may_refuse`: refusing the case with FA4J_ERROR_UNSUPPORTED and a message, writing nothing, passes
+// (backward_may_refuse); otherwise it must run and be right.
+Outcome run_case(const Case& c, uint32_t seed, bool may_refuse = false) {
     Outcome o;
     std::mt19937 rng(seed);
     TrainingTensors t = make_training_tensors(c);
-    const Inputs in = fill_inputs(c, rng, t.q, t.k, t.v, &t.dout);
+    const Inputs in = fill_inputs(c, rng, t.q, t.k, t.v, &t.dout, &t.alibi);
     const fa4j_attention_params params = params_for(c);
 
-    if (!call_ok(o, fa4j_attention_forward(&params, t.q.host_tensor(), t.k.host_tensor(), t.v.host_tensor(),
-                                           t.out.host_tensor(), t.lse.host_tensor(), nullptr),
-                 "cpu forward"))
-        return o;
+    const fa4j_attention_args cpu_forward = args_for(c, t, FA4J_ATTENTION_FORWARD);
+    if (!call_ok(o, fa4j_attention(&cpu_forward, nullptr), "cpu forward")) return o;
 
     DeviceMirror mirror;
     if (!mirror.upload(o, {&t.q, &t.k, &t.v, &t.dout, &t.out, &t.lse, &t.dq, &t.dk, &t.dv})) return o;
+    if (c.alibi != Alibi::None && !mirror.upload(o, {&t.alibi})) return o;
     ScopedStream stream;
     if (!stream.open(o, c.own_stream)) return o;
-    if (!call_ok(o, fa4j_attention_backward(&params, t.dout.cuda_tensor(), t.q.cuda_tensor(), t.k.cuda_tensor(),
-                                            t.v.cuda_tensor(), t.out.cuda_tensor(), t.lse.cuda_tensor(),
-                                            t.dq.cuda_tensor(), t.dk.cuda_tensor(), t.dv.cuda_tensor(), stream.get()),
-                 "cuda backward") ||
-        !stream.synchronize(o))
+    fa4j_status status;
+    if (g_kernel_family == FA4J_KERNEL_AUTO && !c.has_features()) {
+        status = fa4j_attention_backward(&params, t.dout.cuda_tensor(), t.q.cuda_tensor(), t.k.cuda_tensor(),
+                                         t.v.cuda_tensor(), t.out.cuda_tensor(), t.lse.cuda_tensor(), t.dq.cuda_tensor(),
+                                         t.dk.cuda_tensor(), t.dv.cuda_tensor(), stream.get());
+    } else {
+        const fa4j_attention_args args =
+            case_args(c, call_tensors(c, t, FA4J_ATTENTION_BACKWARD, true), FA4J_ATTENTION_BACKWARD, g_kernel_family);
+        status = fa4j_attention(&args, stream.get());
+    }
+    if (may_refuse && status == FA4J_ERROR_UNSUPPORTED) {
+        expect_refusal(o, status, FA4J_ERROR_UNSUPPORTED);
+        if (!stream.synchronize(o)) return o;
+        for (View* v : {&t.dq, &t.dk, &t.dv}) {
+            if (!mirror.download(o, *v)) return o;
+            check_all_poison(o, "a gradient", *v);
+        }
         return o;
+    }
+    if (!call_ok(o, status, "cuda backward") || !stream.synchronize(o)) return o;
     for (View* v : {&t.dq, &t.dk, &t.dv})
         if (!mirror.download(o, *v)) return o;
 
@@ -76,11 +103,12 @@ Outcome run_case(const Case& c, uint32_t seed) {
     // The CPU backend on the same inputs: both within tolerance of the reference, so within the sum of
     // the tolerances of each other.
     TrainingTensors cpu = make_training_tensors(c);
-    if (!call_ok(o, fa4j_attention_backward(&params, t.dout.host_tensor(), t.q.host_tensor(), t.k.host_tensor(),
-                                            t.v.host_tensor(), t.out.host_tensor(), t.lse.host_tensor(),
-                                            cpu.dq.host_tensor(), cpu.dk.host_tensor(), cpu.dv.host_tensor(), nullptr),
-                 "cpu backward"))
-        return o;
+    CallTensors host = call_tensors(c, t, FA4J_ATTENTION_BACKWARD);
+    host.dq = cpu.dq.host_tensor();
+    host.dk = cpu.dk.host_tensor();
+    host.dv = cpu.dv.host_tensor();
+    const fa4j_attention_args cpu_backward = case_args(c, host, FA4J_ATTENTION_BACKWARD);
+    if (!call_ok(o, fa4j_attention(&cpu_backward, nullptr), "cpu backward")) return o;
     double worst = 0;
     const View* gpu_views[3] = {&t.dq, &t.dk, &t.dv};
     const View* cpu_views[3] = {&cpu.dq, &cpu.dk, &cpu.dv};
@@ -164,15 +192,13 @@ Outcome run_refused(const Case& c, HostTensor on_host, fa4j_status expected) {
 
 int main(int argc, char** argv) {
     const TestOptions options = parse_test_options(argc, argv);
+    g_kernel_family = options.kernel_family;
     const std::string unavailable = cuda_unavailable_reason();
     if (!unavailable.empty()) return report_skipped(unavailable);
     const auto start = std::chrono::steady_clock::now();
-    struct ShapeLayout {
-        Shape s;
-        Layout layout;
-    };
     // Ragged lengths around the 64/128-row tiles (1, 17, 128, 333, and 1100 x 1030), Nq < Nk and Nq > Nk
-    // (causal rows that see no key), GQA groups 1/2/8, head dims 64 and 128 plus 40 and 96 (padded),
+    // (causal rows that see no key), GQA groups 1/2/8, head dims 64, 96 and 128 plus 8, 40, 72, 104 and
+    // 120 (padded),
     // packed qkv views, head-major and unaligned padded strides, broadcast k/v, and empty problems.
     const std::vector<ShapeLayout> shapes = {
         {{1, 1, 1, 1, 1, 64}, Layout::Contiguous},           {{2, 17, 17, 2, 2, 64}, Layout::Packed},
@@ -184,6 +210,9 @@ int main(int argc, char** argv) {
         {{2, 65, 130, 4, 2, 64}, Layout::BroadcastKv},       {{1, 1100, 1030, 2, 1, 128}, Layout::Contiguous},
         {{1, 1030, 1100, 1, 1, 64}, Layout::HeadMajor},      {{0, 17, 17, 2, 2, 64}, Layout::Contiguous},
         {{1, 0, 17, 2, 1, 64}, Layout::PaddedUnaligned},     {{1, 17, 0, 2, 2, 128}, Layout::HeadMajor},
+        {{3, 17, 17, 16, 2, 8}, Layout::Contiguous},         {{1, 129, 129, 2, 2, 72}, Layout::Padded},
+        {{1, 200, 70, 4, 1, 104}, Layout::HeadMajor},        {{2, 65, 130, 2, 2, 120}, Layout::Contiguous},
+        {{1, 333, 333, 4, 2, 96}, Layout::Packed},
     };
     Tally tally;
     uint32_t seed = 1;
@@ -193,7 +222,7 @@ int main(int argc, char** argv) {
                 if (std::max(sl.s.Nq, sl.s.Nk) > options.max_rows) continue;
                 Case c{sl.s, dt, causal, sl.layout};
                 c.own_stream = seed % 3 == 0;
-                tally.report(describe(c), run_case(c, seed++));
+                tally.report(describe(c), run_case(c, seed++, backward_may_refuse(c.s.D)));
             }
     // Softmax scales that are not 1/sqrt(d): negative, zero (uniform attention; masked keys must still
     // get nothing) and large (nearly one-hot rows, where P rounds hardest).
@@ -228,10 +257,35 @@ int main(int argc, char** argv) {
             c.values = e.values;
             tally.report("extreme " + describe(c), run_extreme_case(c, seed++));
         }
+    // Score features through fa4j_attention (support/feature_cases.hpp), the same at head dims above 128
+    // (computed or refused), then variable-length batches (support/varlen_case.hpp). Under a sanitizer each
+    // case runs in one dtype only.
+    int n = 0;
+    for (const ShapeLayout& sl : feature_shapes())
+        for (const Features& f : feature_sets())
+            for (Dt dt : {Dt::F16, Dt::BF16}) {
+                if (std::max(sl.s.Nq, sl.s.Nk) > options.max_rows || (options.small && n++ % 2 != 0)) continue;
+                const Case c = with_features(Case{sl.s, dt, false, sl.layout}, f);
+                tally.report(describe(c), run_case(c, seed++, backward_may_refuse(c.s.D)));
+            }
+    for (int64_t D : {160, 192, 256})
+        for (size_t i : {1u, 7u, 11u})
+            for (Dt dt : {Dt::F16, Dt::BF16}) {
+                if (options.small && n++ % 2 != 0) continue;
+                const Case c = with_features(Case{{1, 70, 130, 4, 2, D}, dt, false, Layout::Contiguous}, feature_sets()[i]);
+                tally.report(describe(c), run_case(c, seed++, true));
+            }
+    for (VarlenCase c : varlen_cases())
+        for (Dt dt : {Dt::F16, Dt::BF16}) {
+            if (c.longest() > options.max_rows || (options.small && n++ % 2 != 0)) continue;
+            c.dt = dt;
+            tally.report(describe(c), run_varlen_case(c, seed++, Where::Cuda, Checked::Backward, g_kernel_family,
+                                                      backward_may_refuse(c.D)));
+        }
     const Shape small{1, 16, 16, 1, 1, 64};
     tally.report("float32 is refused", run_refused({small, Dt::F32, false, Layout::Contiguous}, HostTensor::None,
                                                    FA4J_ERROR_UNSUPPORTED));
-    tally.report("head_dim 256 is refused", run_refused({{1, 16, 16, 1, 1, 256}, Dt::BF16, false, Layout::Contiguous},
+    tally.report("head_dim 264 is refused", run_refused({{1, 16, 16, 1, 1, 264}, Dt::BF16, false, Layout::Contiguous},
                                                         HostTensor::None, FA4J_ERROR_UNSUPPORTED));
     tally.report("k on the host is refused", run_refused({small, Dt::BF16, false, Layout::Contiguous}, HostTensor::K,
                                                          FA4J_ERROR_INVALID_ARGUMENT));

@@ -5,10 +5,12 @@
 // no key (Nq > Nk, bottom-right aligned) must give out = 0 exactly and lse = -inf, as flashattn4j.h
 // documents. Every case runs twice and must repeat bit for bit (the kernel has no atomics), and once
 // on the CPU backend, whose largest difference from the GPU is reported and bounded by both
-// tolerances. Calls the CUDA forward does not implement (float32, head dims over 128), malformed ones
-// and ones that mix host and device tensors must be refused with a message and write nothing.
+// tolerances. Head dims 8 to 256; the score features of fa4j_attention (softcap, ALiBi, sliding windows)
+// and variable-length batches (cu_seqlens, seqused_k) as attention v2 specifies them, which must all run.
+// Calls the CUDA forward does not implement (float32), malformed ones and ones that mix host and device
+// tensors must be refused with a message and write nothing.
 //
-// Usage: cuda_attention_forward_test [--small | --max-rows N]   (or FA4J_TEST_SMALL=1, the same as --small: fewer,
+// Usage: cuda_attention_forward_test [--small | --max-rows N] [--kernel auto|sm80|sm90]   (or FA4J_TEST_SMALL=1, the same as --small: fewer,
 // smaller shapes for compute-sanitizer; see support/test_options.hpp). Without a CUDA device it reports
 // "0 passed, 0 failed, 1 skipped" and exits 0.
 #include <flashattn4j.h>
@@ -27,6 +29,7 @@
 #include "support/attention_case.hpp"
 #include "support/cuda_buffers.hpp"
 #include "support/cuda_stream.hpp"
+#include "support/feature_cases.hpp"
 #include "support/reference_attention.hpp"
 #include "support/strided_tensor.hpp"
 #include "support/tensor_layouts.hpp"
@@ -35,6 +38,7 @@
 #include "support/test_report.hpp"
 #include "support/tolerance.hpp"
 #include "support/untouched_gaps.hpp"
+#include "support/varlen_case.hpp"
 
 namespace {
 
@@ -45,7 +49,7 @@ int g_kernel_family = FA4J_KERNEL_AUTO;
 using namespace fa4j_test;
 
 struct ForwardTensors {
-    View q, k, v, out, lse;
+    View q, k, v, out, lse, alibi;  // alibi only when the case has ALiBi
 };
 
 // The case's layout for q, k and v. out gets other strides than q wherever the padded gaps are not the
@@ -76,7 +80,22 @@ ForwardTensors make_forward_tensors(const Case& c) {
     t.lse = make_lse(c.layout, s.B, s.Hq, s.Nq);
     t.out.mark_covered();
     t.lse.mark_covered();
+    t.alibi = make_alibi(c.alibi, s.B, s.Hq);
     return t;
+}
+
+// fa4j_attention's forward arguments for the case, on t's device copies (cuda) or host tensors, writing
+// into `out` and `lse` (t's or another set's), with a kernel family.
+fa4j_attention_args forward_args(const Case& c, ForwardTensors& t, View& out, View& lse, bool cuda, int32_t family) {
+    const auto d = [cuda](View& v) { return cuda ? v.cuda_tensor() : v.host_tensor(); };
+    CallTensors x;
+    x.q = d(t.q);
+    x.k = d(t.k);
+    x.v = d(t.v);
+    x.out = d(out);
+    x.lse = d(lse);
+    if (c.alibi != Alibi::None) x.alibi = d(t.alibi);
+    return case_args(c, x, FA4J_ATTENTION_FORWARD, family);
 }
 
 // Rows whose reference lse is -inf see no key: their output must be exactly zero, not merely small.
@@ -96,29 +115,20 @@ Outcome run_case(const Case& c, uint32_t seed, bool may_refuse = false) {
     Outcome o;
     std::mt19937 rng(seed);
     ForwardTensors t = make_forward_tensors(c);
-    const Inputs in = fill_inputs(c, rng, t.q, t.k, t.v, nullptr);
+    const Inputs in = fill_inputs(c, rng, t.q, t.k, t.v, nullptr, &t.alibi);
     const fa4j_attention_params params = params_for(c);
 
     DeviceMirror mirror;
     if (!mirror.upload(o, {&t.q, &t.k, &t.v, &t.out, &t.lse})) return o;
+    if (c.alibi != Alibi::None && !mirror.upload(o, {&t.alibi})) return o;
     ScopedStream stream;
     if (!stream.open(o, c.own_stream)) return o;
+    // Plain calls through the first entry point; score features and forced families through fa4j_attention.
     const auto run_on_device = [&]() {
-        if (g_kernel_family == FA4J_KERNEL_AUTO)
+        if (g_kernel_family == FA4J_KERNEL_AUTO && !c.has_features())
             return fa4j_attention_forward(&params, t.q.cuda_tensor(), t.k.cuda_tensor(), t.v.cuda_tensor(),
                                           t.out.cuda_tensor(), t.lse.cuda_tensor(), stream.get());
-        fa4j_attention_args args{};
-        args.struct_size = sizeof args;
-        args.direction = FA4J_ATTENTION_FORWARD;
-        args.kernel_family = g_kernel_family;
-        args.q = t.q.cuda_tensor();
-        args.k = t.k.cuda_tensor();
-        args.v = t.v.cuda_tensor();
-        args.out = t.out.cuda_tensor();
-        args.lse = t.lse.cuda_tensor();
-        args.softmax_scale = params.softmax_scale;
-        args.causal = params.causal;
-        args.window_left = args.window_right = FA4J_WINDOW_UNBOUNDED;
+        const fa4j_attention_args args = forward_args(c, t, t.out, t.lse, true, g_kernel_family);
         return fa4j_attention(&args, stream.get());
     };
     const fa4j_status status = run_on_device();
@@ -159,10 +169,8 @@ Outcome run_case(const Case& c, uint32_t seed, bool may_refuse = false) {
     // The CPU backend on the same inputs: both within tolerance of the reference, so within the sum of
     // the tolerances of each other.
     ForwardTensors cpu = make_forward_tensors(c);
-    if (!call_ok(o, fa4j_attention_forward(&params, t.q.host_tensor(), t.k.host_tensor(), t.v.host_tensor(),
-                                           cpu.out.host_tensor(), cpu.lse.host_tensor(), nullptr),
-                 "cpu forward"))
-        return o;
+    const fa4j_attention_args cpu_args = forward_args(c, t, cpu.out, cpu.lse, false, FA4J_KERNEL_AUTO);
+    if (!call_ok(o, fa4j_attention(&cpu_args, nullptr), "cpu forward")) return o;
     const double diff_out = max_difference(t.out, cpu.out), diff_lse = max_difference(t.lse, cpu.lse);
     char text[96];
     std::snprintf(text, sizeof text, " |gpu-cpu| out %.1e lse %.1e", diff_out, diff_lse);
@@ -224,12 +232,11 @@ void run_refusals(Tally& tally, bool small) {
     const auto refused = [&](const Case& c, Misuse misuse, fa4j_status expected) {
         tally.report("refused: " + describe(c) + misuse_name(misuse), run_refused(c, misuse, expected));
     };
-    // Well-formed calls the CUDA kernels do not implement.
+    // A well-formed call the CUDA kernels do not implement (float32), and head dims the ABI itself excludes
+    // (not a multiple of 8; above 256).
     refused({tiny, Dt::F32, false, Layout::Contiguous}, Misuse::None, FA4J_ERROR_UNSUPPORTED);
-    refused({{1, 16, 16, 2, 1, 136}, Dt::BF16, false, Layout::Contiguous}, Misuse::None, FA4J_ERROR_UNSUPPORTED);
-    refused({{1, 16, 16, 2, 1, 256}, Dt::F16, true, Layout::Contiguous}, Misuse::None, FA4J_ERROR_UNSUPPORTED);
-    // A head dim the ABI itself excludes (not a multiple of 8).
     refused({{1, 16, 16, 2, 1, 12}, Dt::BF16, false, Layout::Contiguous}, Misuse::None, FA4J_ERROR_UNSUPPORTED);
+    refused({{1, 16, 16, 2, 1, 264}, Dt::F16, true, Layout::Contiguous}, Misuse::None, FA4J_ERROR_UNSUPPORTED);
     // Malformed calls.
     refused({tiny, Dt::BF16, false, Layout::Contiguous}, Misuse::KOnHost, FA4J_ERROR_INVALID_ARGUMENT);
     refused({tiny, Dt::F16, true, Layout::Contiguous}, Misuse::OutOnHost, FA4J_ERROR_INVALID_ARGUMENT);
@@ -250,13 +257,10 @@ int main(int argc, char** argv) {
     // First, so that an error state a refusal might leave behind shows up in the cases after it.
     run_refusals(tally, options.small);
 
-    struct ShapeLayout {
-        Shape s;
-        Layout layout;
-    };
     // Lengths 1, 17, 128, 333 and 1000 (ragged against the 128-row query and 64-row key tiles, plus
     // 129, one past a tile), Nq < Nk and Nq > Nk (causal rows that see no key), GQA groups 1, 2 and 8
-    // and MQA, head dims 64 and 128 and the ones that run on them zero-padded (8, 40, 72, 96),
+    // and MQA, every head dim instantiation (64, 96, 128, 192, 256) and dims that run on the next one up
+    // zero-padded (8, 40, 72, 136, 160, 200, 224),
     // packed qkv ([B, N, 3, H, d] when Hq = Hkv), head-major and padded strides, broadcast k/v,
     // batches of 1 to 3, and empty problems (no batch, no query, no key: out 0 and lse -inf).
     const std::vector<ShapeLayout> shapes = {
@@ -271,7 +275,11 @@ int main(int argc, char** argv) {
         {{1, 70, 70, 2, 1, 40}, Layout::Packed},           {{1, 33, 65, 1, 1, 96}, Layout::Contiguous},
         {{3, 17, 17, 16, 2, 8}, Layout::Contiguous},       {{1, 129, 129, 2, 2, 72}, Layout::Padded},
         {{0, 17, 17, 2, 2, 64}, Layout::Contiguous},       {{1, 0, 17, 2, 1, 64}, Layout::Padded},
-        {{1, 17, 0, 2, 2, 128}, Layout::HeadMajor},
+        {{1, 17, 0, 2, 2, 128}, Layout::HeadMajor},        {{1, 129, 129, 2, 1, 136}, Layout::Contiguous},
+        {{1, 70, 130, 4, 2, 160}, Layout::Padded},         {{2, 333, 333, 4, 2, 192}, Layout::HeadMajor},
+        {{1, 128, 333, 2, 2, 200}, Layout::BroadcastKv},   {{1, 200, 200, 4, 4, 224}, Layout::Packed},
+        {{1, 1000, 1000, 2, 1, 256}, Layout::Contiguous},  {{2, 17, 333, 8, 2, 256}, Layout::HeadMajor},
+        {{1, 333, 17, 2, 2, 256}, Layout::Padded},         {{1, 17, 0, 2, 2, 192}, Layout::Contiguous},
     };
     uint32_t seed = 1;
     for (Dt dt : {Dt::F16, Dt::BF16})
@@ -328,6 +336,31 @@ int main(int argc, char** argv) {
         for (bool causal : {false, true}) {
             const Case c{{1, 128, 17, 2, 2, 64}, dt, causal, Layout::PaddedUnaligned};
             tally.report(describe(c), run_case(c, seed++, true));
+        }
+    // Score features through fa4j_attention (support/feature_cases.hpp: softcap, ALiBi [Hq] and [B, Hq],
+    // windows left/right/both/diagonal/causal-sliding, everything together), then the same at head dims above
+    // 128, then variable-length batches (support/varlen_case.hpp). Under a sanitizer each case runs in one
+    // dtype only.
+    int n = 0;
+    for (const ShapeLayout& sl : feature_shapes())
+        for (const Features& f : feature_sets())
+            for (Dt dt : {Dt::F16, Dt::BF16}) {
+                if (std::max(sl.s.Nq, sl.s.Nk) > options.max_rows || (options.small && n++ % 2 != 0)) continue;
+                const Case c = with_features(Case{sl.s, dt, false, sl.layout}, f);
+                tally.report(describe(c), run_case(c, seed++, sl.layout == Layout::PaddedUnaligned));
+            }
+    for (int64_t D : {160, 192, 256})
+        for (size_t i : {1u, 7u, 11u})
+            for (Dt dt : {Dt::F16, Dt::BF16}) {
+                if (options.small && n++ % 2 != 0) continue;
+                const Case c = with_features(Case{{1, 70, 130, 4, 2, D}, dt, false, Layout::Contiguous}, feature_sets()[i]);
+                tally.report(describe(c), run_case(c, seed++));
+            }
+    for (VarlenCase c : varlen_cases())
+        for (Dt dt : {Dt::F16, Dt::BF16}) {
+            if (c.longest() > options.max_rows || (options.small && n++ % 2 != 0)) continue;
+            c.dt = dt;
+            tally.report(describe(c), run_varlen_case(c, seed++, Where::Cuda, Checked::Forward, g_kernel_family));
         }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return tally.finish(seconds);

@@ -71,21 +71,47 @@ struct VarlenInfo {
     bool enabled() const { return cu_seqlens_q != nullptr; }
 };
 
+// ---- quantization (flashattn4j.h, "Quantized attention") ----------------------------------------------
+enum class QuantMode { None = 0, SageInt8Fp8 = 1, SageInt8Fp16 = 2, SageInt4Fp8 = 3, SageInt4Fp16 = 4, Fp8 = 5 };
+
+struct QuantConfig {
+    QuantMode mode = QuantMode::None;
+    bool smooth_k = true;  // when the library quantizes k
+    bool smooth_q = true;  // SAGE_INT4_* when the library quantizes q
+    bool enabled() const { return mode != QuantMode::None; }
+};
+
+// One of q, k, v of a quantized call: its dtype (a compute dtype: the library quantizes it; else the mode's
+// quantized dtype for it) and, when pre-quantized, its contiguous float32 scale tensor (null otherwise).
+struct QuantOperand {
+    DType dtype = DType::F32;
+    const float* scale = nullptr;
+    bool prequantized() const { return scale != nullptr; }
+};
+
+struct QuantInputs {
+    QuantOperand q, k, v;
+    const float* k_mean = nullptr;  // [batch, heads_kv, head_dim] contiguous: the caller's mean of a pre-quantized k
+};
+// -------------------------------------------------------------------------------------------------
+
 struct AttentionConfig {
     AttentionShape shape;  // varlen: batch = number of sequences, seqlen_q/k = max_seqlen_q/k
-    DType dtype;
+    DType dtype;           // of q, k, v, out; quantized calls: of out (q, k, v: QuantInputs)
     float softmax_scale;
     bool causal;      // also folded into features.window_right
     int num_threads;  // CPU backend; 0 = default
     ScoreFeatures features;
     VarlenInfo varlen;
+    QuantConfig quant{};  // mode None: plain attention
 };
 
 struct ForwardProblem {
     AttentionConfig config;
-    SeqTensor q, k, v;
+    SeqTensor q, k, v;  // quantized calls: strides in elements of each operand's own dtype (int4: nibbles)
     SeqTensor out;
     LseTensor lse;
+    QuantInputs quant{};  // quantized calls only
 };
 
 struct BackwardProblem {

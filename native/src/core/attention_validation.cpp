@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/error.hpp"
+#include "core/quantization.hpp"
 #include "core/score_mask.hpp"
 #include "core/softmax_scale.hpp"
 #include "core/tensor_checks.hpp"
@@ -54,6 +55,7 @@ struct Common {
     fa4j_device device;
     bool varlen;
     int64_t total_q, total_k;  // varlen: rows of the packed tensors
+    DType operand_dtypes[3];   // of q, k, v (quantized calls may mix them)
 };
 
 // Heads (GQA: a multiple) and the head dim every attention kernel supports; `keys` names the key tensors.
@@ -67,13 +69,32 @@ void check_heads(const AttentionShape& s, const char* keys) {
                                          " and " + std::to_string(kMaxHeadDim));
 }
 
-Common check_qkv(const fa4j_tensor* q, const fa4j_tensor* k, const fa4j_tensor* v, bool varlen) {
+// Plain attention computes on float32, float16 and bfloat16; quantized dtypes need a quant_mode.
+void require_compute_dtype(DType dtype, const char* name) {
+    if (is_compute_dtype(dtype)) return;
+    fail(FA4J_ERROR_INVALID_ARGUMENT,
+         std::string(name) + " has the quantized dtype " + dtype_name(dtype) +
+             ": attention on quantized inputs needs a quantization mode (quant_mode) and the inputs' scales "
+             "(q_scale, k_scale, v_scale); plain attention takes float32, float16 or bfloat16");
+}
+
+// The dtypes of q, k, v: one compute dtype for plain attention; for quantized attention each operand's
+// own (checked by check_quantized_inputs), and c.dtype the high-precision inputs' (or out's) dtype.
+Common check_qkv(const fa4j_tensor* q, const fa4j_tensor* k, const fa4j_tensor* v, bool varlen, bool quantized) {
     const int rank = varlen ? 3 : 4;
     const DType dtype = check_descriptor(q, "q", rank);
-    require(check_descriptor(k, "k", rank) == dtype, "k must have the dtype of q (" + std::string(dtype_name(dtype)) + ")");
-    require(check_descriptor(v, "v", rank) == dtype, "v must have the dtype of q (" + std::string(dtype_name(dtype)) + ")");
+    if (!quantized) require_compute_dtype(dtype, "q");
+    const DType k_dtype = check_descriptor(k, "k", rank);
+    if (!quantized && k_dtype != dtype) require_compute_dtype(k_dtype, "k");
+    require(quantized || k_dtype == dtype, "k must have the dtype of q (" + std::string(dtype_name(dtype)) + ")");
+    const DType v_dtype = check_descriptor(v, "v", rank);
+    if (!quantized && v_dtype != dtype) require_compute_dtype(v_dtype, "v");
+    require(quantized || v_dtype == dtype, "v must have the dtype of q (" + std::string(dtype_name(dtype)) + ")");
     Common c{};
     c.dtype = dtype;
+    c.operand_dtypes[0] = dtype;
+    c.operand_dtypes[1] = k_dtype;
+    c.operand_dtypes[2] = v_dtype;
     c.device = q->device;
     c.varlen = varlen;
     AttentionShape& s = c.shape;
@@ -236,6 +257,131 @@ void check_features(const fa4j_attention_args& a, const Common& c, AttentionConf
     }
 }
 
+// ---- quantized attention (flashattn4j.h, "Quantized attention") -----------------------------------
+
+QuantConfig quant_config(const fa4j_attention_args& a) {
+    require(a.quant_mode >= FA4J_QUANT_NONE && a.quant_mode <= FA4J_QUANT_FP8,
+            "quant_mode must be an fa4j_quant_mode value (0..5), got " + std::to_string(a.quant_mode));
+    require((a.quant_flags & ~(FA4J_QUANT_NO_SMOOTH_K | FA4J_QUANT_NO_SMOOTH_Q)) == 0,
+            "quant_flags has unknown bits: " + std::to_string(a.quant_flags));
+    QuantConfig q;
+    q.mode = static_cast<QuantMode>(a.quant_mode);
+    q.smooth_k = (a.quant_flags & FA4J_QUANT_NO_SMOOTH_K) == 0;
+    q.smooth_q = (a.quant_flags & FA4J_QUANT_NO_SMOOTH_Q) == 0;
+    return q;
+}
+
+// A contiguous float32 tensor of exactly `shape` (rank `rank`) on the call's device; returns its data.
+const float* quant_float_tensor(const Common& c, const fa4j_tensor* t, const char* name, const int64_t* shape, int rank,
+                                const std::string& what) {
+    require(t->ndim == rank, std::string(name) + " must be float32 " + what + " (" + std::to_string(rank) +
+                                 " dimensions), has " + std::to_string(t->ndim) + " dimensions");
+    require(check_descriptor(t, name, rank) == DType::F32, std::string(name) + " must be float32 " + what);
+    int64_t stride = 1;
+    for (int i = rank - 1; i >= 0; --i) {
+        if (t->shape[i] != shape[i]) {
+            std::string want = "[";
+            for (int j = 0; j < rank; ++j) want += (j ? ", " : "") + std::to_string(shape[j]);
+            fail(FA4J_ERROR_INVALID_ARGUMENT, describe(name, *t) + " does not match " + what + " " + want + "]");
+        }
+        require(shape[i] <= 1 || t->strides[i] == stride, describe(name, *t) + " must be contiguous");
+        stride *= shape[i];
+    }
+    require_same_device(c, *t, name);
+    return reinterpret_cast<const float*>(first_element(*t));
+}
+
+std::string scale_description(QuantMode mode, quant::Operand operand) {
+    if (mode == QuantMode::Fp8) return operand == quant::Operand::Q ? "[batch, heads_q] (per batch and query head)"
+                                                                    : "[batch, heads_kv] (per batch and kv head)";
+    switch (operand) {
+        case quant::Operand::Q: return "[batch, heads_q, seqlen_q] (per token)";
+        case quant::Operand::K: return "[batch, heads_kv, ceil(seqlen_k / 128)] (per block of 128 keys)";
+        case quant::Operand::V: return "[batch, heads_kv, head_dim] (per channel)";
+    }
+    return "";
+}
+
+// Each of q, k, v is high precision (a compute dtype, no scale) or pre-quantized (the mode's dtype with
+// its scale); the high-precision ones share one dtype, which out has too. Fills the problem's QuantInputs.
+void check_quantized_inputs(const fa4j_attention_args& a, Common& c, const QuantConfig& quant, QuantInputs& inputs) {
+    const QuantMode mode = quant.mode;
+    const char* mode_text = quant::mode_name(mode);
+    const fa4j_tensor* scales[3] = {a.q_scale, a.k_scale, a.v_scale};
+    QuantOperand* operands[3] = {&inputs.q, &inputs.k, &inputs.v};
+    bool have_compute = false;
+    DType compute{};
+    for (int i = 0; i < 3; ++i) {
+        const auto operand = static_cast<quant::Operand>(i);
+        const std::string name = quant::operand_name(operand);
+        const DType dtype = c.operand_dtypes[i];
+        const DType quantized = quant::quantized_dtype(mode, operand);
+        const bool scaled = quant::has_scale(mode, operand);
+        operands[i]->dtype = dtype;
+        if (scales[i] == nullptr) {
+            if (!is_compute_dtype(dtype)) {
+                if (dtype == quantized && scaled)
+                    fail(FA4J_ERROR_INVALID_ARGUMENT, name + " is " + dtype_name(dtype) + ", pre-quantized: pass its scale (" +
+                                                          name + "_scale, float32 " + scale_description(mode, operand) + ")");
+                fail(FA4J_ERROR_INVALID_ARGUMENT,
+                     name + ": " + mode_text + " takes " + name + " as " +
+                         (scaled ? std::string(dtype_name(quantized)) + " with " + name + "_scale, or as " : std::string()) +
+                         "float32, float16 or bfloat16; got " + dtype_name(dtype));
+            }
+            require(!have_compute || dtype == compute, name + " must have the dtype of the other high-precision inputs (" +
+                                                           dtype_name(compute) + "), has " + dtype_name(dtype));
+            have_compute = true;
+            compute = dtype;
+            continue;
+        }
+        require(scaled, name + "_scale must be NULL in " + mode_text + ": " + name +
+                            " is used as float16 there, without a scale (pass it as float16, bfloat16 or float32)");
+        require(dtype == quantized, name + "_scale is given, so " + name + " must be pre-quantized as " + dtype_name(quantized) +
+                                        " in " + mode_text + "; it is " + dtype_name(dtype));
+        const AttentionShape& s = c.shape;
+        const bool is_q = operand == quant::Operand::Q;
+        int64_t shape[3];
+        const int rank = quant::scale_shape(mode, operand, s.batch, is_q ? s.seqlen_q : s.seqlen_k, is_q ? s.heads_q : s.heads_kv,
+                                            s.head_dim, shape);
+        const std::string scale_name = name + "_scale";
+        operands[i]->scale = quant_float_tensor(c, scales[i], scale_name.c_str(), shape, rank, scale_description(mode, operand));
+    }
+    if (a.k_mean != nullptr) {
+        require(inputs.k.prequantized(), "k_mean is for a pre-quantized k only (the library smooths a k it quantizes itself)");
+        const int64_t shape[3] = {c.shape.batch, c.shape.heads_kv, c.shape.head_dim};
+        inputs.k_mean = quant_float_tensor(c, a.k_mean, "k_mean", shape, 3, "[batch, heads_kv, head_dim]");
+    }
+    if (have_compute) {
+        c.dtype = compute;
+        return;
+    }
+    // Every input pre-quantized: out chooses the output dtype.
+    require(a.out != nullptr, "out is null");
+    const DType out = check_descriptor(a.out, "out", c.varlen ? 3 : 4);
+    require(is_compute_dtype(out), std::string("out must be float32, float16 or bfloat16, not ") + dtype_name(out));
+    c.dtype = out;
+}
+
+// What quantized attention does not do (yet): the backward, varlen batches, softcap.
+void check_quantized_call(const fa4j_attention_args& a, const QuantConfig& quant, bool varlen) {
+    const std::string mode = quant::mode_name(quant.mode);
+    if (a.direction != FA4J_ATTENTION_FORWARD)
+        fail(FA4J_ERROR_UNSUPPORTED, "quantized attention (" + mode + ") is forward only; the backward needs float32, "
+                                     "float16 or bfloat16 inputs and quant_mode NONE");
+    if (varlen)
+        fail(FA4J_ERROR_UNSUPPORTED, "quantized attention (" + mode + ") does not implement variable-length batches "
+                                     "(cu_seqlens) yet");
+    if (a.softcap != 0)
+        fail(FA4J_ERROR_UNSUPPORTED, "quantized attention (" + mode + ") does not take a softcap: softcap is not "
+                                     "invariant to the per-row shifts that smoothing relies on");
+}
+
+void require_no_quant_fields(const fa4j_attention_args& a) {
+    require(a.q_scale == nullptr && a.k_scale == nullptr && a.v_scale == nullptr && a.k_mean == nullptr,
+            "q_scale, k_scale, v_scale and k_mean are for quantized attention: set quant_mode, or leave them NULL");
+    require(a.quant_flags == 0, "quant_flags are for quantized attention: set quant_mode, or leave them 0");
+}
+
 // The prefix of fa4j_attention_args every caller must provide; later fields read as zero.
 constexpr size_t kMinArgsSize = offsetof(fa4j_attention_args, num_threads) + sizeof(int32_t);
 
@@ -384,6 +530,7 @@ ValidatedCall validate_decode(const fa4j_attention_args& a, AttentionConfig conf
             "num_splits must be 0 (heuristic) or 1.." + std::to_string(FA4J_DECODE_MAX_SPLITS) + ", got " + std::to_string(a.num_splits));
 
     const DType dtype = check_descriptor(a.q, "q", 4);
+    require_compute_dtype(dtype, "q");
     const std::string same_dtype = " must have the dtype of q (" + std::string(dtype_name(dtype)) + ")";
     require(check_descriptor(a.k_cache, "k_cache", 4) == dtype, "k_cache" + same_dtype);
     require(check_descriptor(a.v_cache, "v_cache", 4) == dtype, "v_cache" + same_dtype);
@@ -454,6 +601,7 @@ ValidatedCall validate_decode(const fa4j_attention_args& a, AttentionConfig conf
     }
 
     const DType out_dtype = check_descriptor(a.out, "out", 4);
+    require_compute_dtype(out_dtype, "out");
     require(out_dtype == dtype || out_dtype == DType::F32,
             "out must have the dtype of q (" + std::string(dtype_name(dtype)) + ") or float32");
     require_shape(*a.out, "out", {s.batch, s.seqlen_q, s.heads_q, s.head_dim});
@@ -550,6 +698,7 @@ ValidatedCall validate_merge(const fa4j_attention_args& a, fa4j_kernel_family fa
     require(a.merge_out != nullptr && a.merge_lse != nullptr, "merge_out and merge_lse must point to merge_count tensors each");
 
     const DType out_dtype = check_descriptor(a.out, "out", 4);
+    require_compute_dtype(out_dtype, "out");
     const fa4j_tensor& out = *a.out;
     require(out.shape[3] <= 1 || out.strides[3] == 1, describe("out", out) + ": head_dim must be contiguous (stride 1)");
     Common c{};
@@ -578,6 +727,7 @@ ValidatedCall validate_merge(const fa4j_attention_args& a, fa4j_kernel_family fa
         const fa4j_tensor* t = a.merge_out[n];
         const fa4j_tensor* l = a.merge_lse[n];
         const DType dtype = check_descriptor(t, out_name, 4);
+        require_compute_dtype(dtype, out_name);
         require_shape(*t, out_name, {s.batch, s.seqlen_q, s.heads_q, s.head_dim});
         require_same_device(c, *t, out_name);
         require(check_descriptor(l, lse_name, 3) == DType::F32, std::string(lse_name) + " must be float32");
@@ -614,6 +764,12 @@ ValidatedCall validate(const fa4j_attention_args* args) {
             "kernel_family must be an fa4j_kernel_family value (0..3), got " + std::to_string(a.kernel_family));
     require(a.num_threads >= 0, "num_threads must be >= 0");
     const auto family = static_cast<fa4j_kernel_family>(a.kernel_family);
+    if (a.direction == FA4J_ATTENTION_MERGE || a.direction == FA4J_ATTENTION_DECODE) {
+        if (a.quant_mode != FA4J_QUANT_NONE)
+            fail(FA4J_ERROR_UNSUPPORTED, "quantized attention (quant_mode) is for the forward; KV-cache attention and "
+                                         "merges take float32, float16 or bfloat16 tensors");
+        require_no_quant_fields(a);
+    }
     if (a.direction == FA4J_ATTENTION_MERGE) return validate_merge(a, family);
     if (a.direction == FA4J_ATTENTION_DECODE) {
         AttentionConfig config{};
@@ -631,7 +787,12 @@ ValidatedCall validate(const fa4j_attention_args* args) {
     config.causal = a.causal != 0;
     config.num_threads = a.num_threads;
 
-    Common c = check_qkv(a.q, a.k, a.v, varlen);
+    const QuantConfig quant = quant_config(a);
+    if (quant.enabled()) check_quantized_call(a, quant, varlen);
+    else require_no_quant_fields(a);
+    config.quant = quant;
+
+    Common c = check_qkv(a.q, a.k, a.v, varlen, quant.enabled());
     // After the shapes: a default scale of 1/sqrt(head_dim) is infinite for a bad head_dim, whose own
     // message names the real cause.
     require(std::isfinite(config.softmax_scale), "softmax_scale must be finite");
@@ -639,6 +800,8 @@ ValidatedCall validate(const fa4j_attention_args* args) {
     check_qkv_devices(c, a.k, a.v);
     if (varlen) check_varlen(a, c, config);
     check_features(a, c, config);
+    QuantInputs quant_inputs{};
+    if (quant.enabled()) check_quantized_inputs(a, c, quant, quant_inputs);
     config.shape = c.shape;
     config.dtype = c.dtype;
 
@@ -649,9 +812,13 @@ ValidatedCall validate(const fa4j_attention_args* args) {
         check_lse(c, a.lse);
         check_not_self_overlapping(*a.out, "out");
         check_not_self_overlapping(*a.lse, "lse");
-        check_outputs_disjoint({{a.out, "out"}, {a.lse, "lse"}}, {{a.q, "q"}, {a.k, "k"}, {a.v, "v"}});
+        std::vector<NamedTensor> inputs{{a.q, "q"}, {a.k, "k"}, {a.v, "v"}};
+        for (const NamedTensor& t : {NamedTensor{a.q_scale, "q_scale"}, NamedTensor{a.k_scale, "k_scale"},
+                                     NamedTensor{a.v_scale, "v_scale"}, NamedTensor{a.k_mean, "k_mean"}})
+            if (t.tensor != nullptr) inputs.push_back(t);
+        check_outputs_disjoint({{a.out, "out"}, {a.lse, "lse"}}, inputs);
         ForwardProblem p{config, seq_tensor(*a.q, "q", varlen), seq_tensor(*a.k, "k", varlen), seq_tensor(*a.v, "v", varlen),
-                         seq_tensor(*a.out, "out", varlen), lse_tensor(*a.lse, varlen)};
+                         seq_tensor(*a.out, "out", varlen), lse_tensor(*a.lse, varlen), quant_inputs};
         call.forward = ValidatedForward{p, c.device, family};
         return call;
     }

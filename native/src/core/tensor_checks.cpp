@@ -26,11 +26,11 @@ int64_t checked_add(int64_t a, int64_t b, const char* name) {
 
 DType dtype_of(const fa4j_dtype& d, const char* name) {
     require(d.lanes == 1, std::string(name) + ": vector dtypes (lanes != 1) are not supported");
-    if (d.code == FA4J_DTYPE_CODE_FLOAT && d.bits == 32) return DType::F32;
-    if (d.code == FA4J_DTYPE_CODE_FLOAT && d.bits == 16) return DType::F16;
-    if (d.code == FA4J_DTYPE_CODE_BFLOAT && d.bits == 16) return DType::BF16;
+    DType dtype{};
+    if (known_dtype(d, dtype)) return dtype;
     fail(FA4J_ERROR_UNSUPPORTED, std::string(name) + ": dtype (code " + std::to_string(d.code) + ", bits " +
-                                     std::to_string(d.bits) + ") is not float32, float16 or bfloat16");
+                                     std::to_string(d.bits) + ") is not float32, float16, bfloat16, float8_e4m3fn, "
+                                     "float8_e5m2, int8 or int4");
 }
 
 // Dimensions that matter for addressing (size > 1), sorted by ascending stride.
@@ -58,8 +58,7 @@ ByteRange byte_range(const fa4j_tensor& t) {
     int64_t last = 0;
     for (int i = 0; i < t.ndim; ++i) last += (t.shape[i] - 1) * t.strides[i];  // overflow ruled out earlier
     const uintptr_t begin = reinterpret_cast<uintptr_t>(first_element(t));
-    const int64_t element = t.dtype.bits / 8;
-    return {begin, begin + static_cast<uintptr_t>((last + 1) * element)};
+    return {begin, begin + static_cast<uintptr_t>(span_bytes(t.dtype, last + 1))};
 }
 
 // One dimension of the difference of two views that step through memory with the same strides: an
@@ -96,7 +95,8 @@ bool overlaps(const fa4j_tensor& a, const fa4j_tensor& b) {
     // Extents intersect. Views interleaved in one buffer (q, k and v heads of a packed qkv, or dq, dk, dv
     // of a packed dqkv, also with fewer kv heads than query heads) are still disjoint; decide that
     // exactly when both views step with the same strides through one element type, else assume overlap.
-    if (a.ndim != b.ndim || a.dtype.bits != b.dtype.bits) return true;
+    // Packed int4 (nibbles) is not analysed: intersecting extents count as overlap.
+    if (a.ndim != b.ndim || a.dtype.bits != b.dtype.bits || a.dtype.bits < 8) return true;
     std::vector<DigitRange> dims;
     for (int i = 0; i < a.ndim; ++i) {
         if (a.shape[i] <= 1 && b.shape[i] <= 1) continue;
@@ -117,6 +117,43 @@ bool overlaps(const fa4j_tensor& a, const fa4j_tensor& b) {
 }
 
 }  // namespace
+
+bool known_dtype(const fa4j_dtype& d, DType& dtype) {
+    if (d.lanes != 1) return false;
+    if (d.code == FA4J_DTYPE_CODE_FLOAT && d.bits == 32) dtype = DType::F32;
+    else if (d.code == FA4J_DTYPE_CODE_FLOAT && d.bits == 16) dtype = DType::F16;
+    else if (d.code == FA4J_DTYPE_CODE_BFLOAT && d.bits == 16) dtype = DType::BF16;
+    else if (d.code == FA4J_DTYPE_CODE_FLOAT8_E4M3FN && d.bits == 8) dtype = DType::F8E4M3;
+    else if (d.code == FA4J_DTYPE_CODE_FLOAT8_E5M2 && d.bits == 8) dtype = DType::F8E5M2;
+    else if (d.code == FA4J_DTYPE_CODE_INT && d.bits == 8) dtype = DType::I8;
+    else if (d.code == FA4J_DTYPE_CODE_INT && d.bits == 4) dtype = DType::I4;
+    else return false;
+    return true;
+}
+
+int64_t span_bytes(const fa4j_dtype& d, int64_t elements) {
+    return d.bits >= 8 ? elements * (d.bits / 8) : (elements * d.bits + 7) / 8;
+}
+
+std::string packed_layout_problem(const fa4j_tensor& t) {
+    if (t.dtype.bits >= 8) return "";
+    if (t.ndim < 1) return "a packed int4 tensor needs at least one dimension";
+    const int inner = t.ndim - 1;
+    if (t.shape[inner] % 2 != 0)
+        return "a packed int4 tensor's innermost dimension must have an even size (two elements per byte), has " +
+               std::to_string(t.shape[inner]);
+    int64_t count = 1;
+    for (int i = 0; i < t.ndim; ++i) count *= t.shape[i] > 0 ? 1 : 0;
+    if (count == 0) return "";  // no element: no byte to start on
+    if (t.strides[inner] != 1)
+        return "a packed int4 tensor's innermost dimension must be contiguous (stride 1), has stride " +
+               std::to_string(t.strides[inner]);
+    for (int i = 0; i < inner; ++i)
+        if (t.shape[i] > 1 && t.strides[i] % 2 != 0)
+            return "a packed int4 tensor's strides must be even outside the innermost dimension (rows start on a "
+                   "byte); dimension " + std::to_string(i) + " has stride " + std::to_string(t.strides[i]);
+    return "";
+}
 
 int64_t element_count(const fa4j_tensor& t) {
     int64_t n = 1;
@@ -142,7 +179,7 @@ void check_fields(const fa4j_tensor* t, const char* name, int expected_ndim, Ele
     require(t->device.device_type == FA4J_DEVICE_CPU || t->device.device_type == FA4J_DEVICE_CUDA,
             n + ": device type " + std::to_string(t->device.device_type) + " is neither CPU (1) nor CUDA (2)");
     require(t->device.device_id >= 0, n + ": negative device id");
-    const int64_t element = element_bytes();
+    const int64_t element = element_bytes();  // 0 for packed int4 (nibbles)
     int64_t count = 1, last = 0;
     for (int i = 0; i < t->ndim; ++i) {
         require(t->shape[i] >= 0, n + ": negative size in dimension " + std::to_string(i));
@@ -150,11 +187,16 @@ void check_fields(const fa4j_tensor* t, const char* name, int expected_ndim, Ele
         count = checked_mul(count, t->shape[i], name);
         if (t->shape[i] > 0) last = checked_add(last, checked_mul(t->shape[i] - 1, t->strides[i], name), name);
     }
+    if (element == 0) {
+        const std::string problem = packed_layout_problem(*t);
+        require(problem.empty(), n + " " + shape_string(*t) + ": " + problem);
+    }
     if (count > 0) {
-        checked_mul(checked_add(last, 1, name), element, name);
+        checked_mul(checked_add(last, 1, name), element == 0 ? 1 : element, name);
         require(t->data != nullptr, n + ": data is null");
-        require(t->byte_offset % static_cast<uint64_t>(element) == 0, n + ": byte_offset is not a multiple of the element size");
-        require(reinterpret_cast<uintptr_t>(t->data) % static_cast<uintptr_t>(element) == 0,
+        const int64_t alignment = element == 0 ? 1 : element;
+        require(t->byte_offset % static_cast<uint64_t>(alignment) == 0, n + ": byte_offset is not a multiple of the element size");
+        require(reinterpret_cast<uintptr_t>(t->data) % static_cast<uintptr_t>(alignment) == 0,
                 n + ": data is not aligned to the element size");
         require(t->byte_offset <= static_cast<uint64_t>(INT64_MAX), n + ": byte_offset too large");
     }
@@ -166,7 +208,7 @@ DType check_descriptor(const fa4j_tensor* t, const char* name, int expected_ndim
     DType dtype{};
     check_fields(t, name, expected_ndim, [&] {
         dtype = dtype_of(t->dtype, name);
-        return static_cast<int64_t>(dtype_size(dtype));
+        return static_cast<int64_t>(dtype_size(dtype));  // 0 for int4
     });
     return dtype;
 }

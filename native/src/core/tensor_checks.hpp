@@ -11,8 +11,19 @@
 
 namespace fa4j {
 
+// The DType of a DLPack dtype this library knows (int32 is not one); false if none.
+bool known_dtype(const fa4j_dtype& d, DType& dtype);
+
+// Bytes holding `elements` consecutive elements: bits / 8 each, or for packed int4 half a byte each, rounded up.
+int64_t span_bytes(const fa4j_dtype& d, int64_t elements);
+
+// Why a tensor of a packed sub-byte dtype (int4) breaks the packing rule of flashattn4j.h (ndim >= 1, an
+// even innermost size with stride 1, even strides elsewhere), or "" if it does not (or is not packed).
+// Needs a descriptor whose shape and strides may be read.
+std::string packed_layout_problem(const fa4j_tensor& t);
+
 // Checks the descriptor itself (non-null fields, rank, non-negative sizes and strides, a supported
-// dtype with lanes == 1, aligned data, a known device type) and returns its dtype.
+// dtype with lanes == 1, aligned data, a known device type, the int4 packing rule) and returns its dtype.
 DType check_descriptor(const fa4j_tensor* t, const char* name, int expected_ndim);
 
 // check_descriptor for tensors of int32 (sequence offsets and lengths), which attention's data never is.

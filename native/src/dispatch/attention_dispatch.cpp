@@ -3,6 +3,7 @@
 #include <string>
 
 #include "backends/cpu/cpu_attention.hpp"
+#include "backends/cpu/quantize_cpu.hpp"
 #include "backends/cpu/varlen_split.hpp"
 #include "backends/cuda/cuda_backend.hpp"
 #include "dispatch/cuda_kernel_table.hpp"
@@ -37,7 +38,7 @@ template <class TensorsRefusal>
 CudaKernelChoice choose_cuda_kernel(fa4j_attention_direction direction, int device, const AttentionConfig& config,
                                     fa4j_kernel_family family, TensorsRefusal tensors_refusal) {
     const CudaArch arch = cuda::device_arch(device);
-    CudaKernel candidates[3];
+    CudaKernel candidates[kMaxCudaCandidates];
     const int count = cuda_kernel_candidates(direction, family, candidates);
     std::string reasons;
     for (int i = 0; i < count; ++i) {
@@ -119,6 +120,7 @@ void run(const ValidatedCall& call, fa4j_stream stream) {
         check_family(f.device, f.family);
         if (f.device.device_type == FA4J_DEVICE_CUDA)
             cuda::attention_forward(f.device.device_id, f.problem, choose_forward(f), stream);
+        else if (f.problem.config.quant.enabled()) cpu::quantized_attention_forward(f.problem);
         else if (f.problem.config.varlen.enabled()) cpu::for_each_sequence(f.problem, cpu::attention_forward);
         else cpu::attention_forward(f.problem);
         return;
@@ -129,6 +131,14 @@ void run(const ValidatedCall& call, fa4j_stream stream) {
         cuda::attention_backward(b.device.device_id, b.problem, choose_backward(b), stream);
     else if (b.problem.config.varlen.enabled()) cpu::for_each_sequence(b.problem, cpu::attention_backward);
     else cpu::attention_backward(b.problem);
+}
+
+void run(const ValidatedQuantize& call, fa4j_stream stream) {
+    (void)stream;
+    if (call.device.device_type == FA4J_DEVICE_CUDA)
+        fail(FA4J_ERROR_UNSUPPORTED, std::string("fa4j_quantize (") + quant::mode_name(call.problem.mode) +
+                                         ") has no CUDA kernel yet (CPU tensors run it)");
+    cpu::quantize(call.problem);
 }
 
 }  // namespace fa4j

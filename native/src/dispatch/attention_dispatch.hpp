@@ -4,6 +4,7 @@
 #pragma once
 
 #include "core/attention_validation.hpp"
+#include "core/quantize_validation.hpp"
 
 namespace fa4j {
 
@@ -11,5 +12,8 @@ namespace fa4j {
 void check_support(const ValidatedCall& call);
 
 void run(const ValidatedCall& call, fa4j_stream stream);
+
+// fa4j_quantize: the CPU backend's quantizers; CUDA tensors are refused (no kernels yet).
+void run(const ValidatedQuantize& call, fa4j_stream stream);
 
 }  // namespace fa4j

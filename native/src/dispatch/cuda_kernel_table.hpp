@@ -22,7 +22,8 @@ using cuda::CudaKernelChoice;
 std::string cuda_kernel_refusal(CudaKernel kernel, const AttentionConfig& config, CudaArch arch);
 
 // The kernels a family may use for a direction, in order of preference (AUTO: fastest first).
-// Fills `out` (at most 3) and returns the count.
+// Fills `out` (at most kMaxCudaCandidates) and returns the count.
+constexpr int kMaxCudaCandidates = 4;
 int cuda_kernel_candidates(fa4j_attention_direction direction, fa4j_kernel_family family, CudaKernel* out);
 
 // The head-dim instantiation of `kernel` for a call of head dim `head_dim`, or 0 if it has none.

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/error.hpp"
+#include "core/tensor_checks.hpp"
 
 namespace fa4j::dlpack {
 namespace {
@@ -50,12 +51,11 @@ Managed* make_exported(Buffer* owner, const fa4j_tensor& tensor) {
     return &exported.release()->managed;
 }
 
-// The dtypes tensors of this library hold: float32, float16, bfloat16, and int32 (sequence offsets).
+// The dtypes tensors of this library hold (flashattn4j.h), and int32 (sequence offsets).
 bool known_dtype(const fa4j_dtype& dtype) {
-    if (dtype.lanes != 1) return false;
-    if (dtype.code == FA4J_DTYPE_CODE_FLOAT) return dtype.bits == 32 || dtype.bits == 16;
-    if (dtype.code == FA4J_DTYPE_CODE_INT) return dtype.bits == 32;
-    return dtype.code == FA4J_DTYPE_CODE_BFLOAT && dtype.bits == 16;
+    DType ignored{};
+    if (fa4j::known_dtype(dtype, ignored)) return true;
+    return dtype.lanes == 1 && dtype.code == FA4J_DTYPE_CODE_INT && dtype.bits == 32;
 }
 
 // Shape, strides and dtype of a tensor crossing DLPack: checked so that every byte it addresses can be
@@ -67,7 +67,8 @@ size_t check_tensor(const fa4j_tensor& t, bool strides_required) {
     require(!strides_required || t.ndim == 0 || t.strides != nullptr, "strides is null");
     require(known_dtype(t.dtype), "dtype (code " + std::to_string(t.dtype.code) + ", bits " +
                                       std::to_string(t.dtype.bits) + ", lanes " + std::to_string(t.dtype.lanes) +
-                                      ") is not float32, float16, bfloat16 or int32");
+                                      ") is not float32, float16, bfloat16, float8_e4m3fn, float8_e5m2, int32, "
+                                      "int8 or int4");
     constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
     int64_t elements = 1;
     int64_t last = 0;  // offset of the last element, in elements
@@ -89,17 +90,37 @@ size_t check_tensor(const fa4j_tensor& t, bool strides_required) {
         }
     }
     require(t.strides != nullptr || elements <= kMax / 8, "addressed span overflows 63 bits");
+    if (t.dtype.bits < 8) {
+        // Packed int4: compact row-major (no strides) needs the same even innermost size.
+        std::vector<int64_t> compact;
+        if (t.strides == nullptr) {
+            compact.assign(static_cast<size_t>(t.ndim), 0);
+            int64_t stride = 1;
+            for (int i = t.ndim - 1; i >= 0; i--) {
+                compact[static_cast<size_t>(i)] = stride;
+                stride *= t.shape[i] > 0 ? t.shape[i] : 1;
+            }
+        }
+        fa4j_tensor view = t;
+        if (t.strides == nullptr) view.strides = compact.data();
+        const std::string problem = packed_layout_problem(view);
+        require(problem.empty(), problem);
+    }
     const int64_t span_elements = t.strides != nullptr ? last + 1 : elements;
-    require(span_elements <= kMax / (t.dtype.bits / 8) &&
-                t.byte_offset <= static_cast<uint64_t>(kMax - span_elements * (t.dtype.bits / 8)),
+    const int64_t element_bytes = t.dtype.bits >= 8 ? t.dtype.bits / 8 : 1;  // int4: whole bytes of nibbles
+    require(span_elements <= kMax / element_bytes &&
+                t.byte_offset <= static_cast<uint64_t>(kMax - span_bytes(t.dtype, span_elements)),
             "addressed bytes overflow 63 bits");
     require(empty || elements == 0 || t.data != nullptr, "data is null for a non-empty tensor");
-    const uint64_t element_bytes = t.dtype.bits / 8;
-    require(t.byte_offset % element_bytes == 0 && reinterpret_cast<uintptr_t>(t.data) % element_bytes == 0,
+    require(t.byte_offset % static_cast<uint64_t>(element_bytes) == 0 &&
+                reinterpret_cast<uintptr_t>(t.data) % static_cast<uintptr_t>(element_bytes) == 0,
             "data and byte_offset must be aligned to the element size (" + std::to_string(element_bytes) + " bytes)");
     return empty ? static_cast<size_t>(t.byte_offset)
-                 : static_cast<size_t>(t.byte_offset + static_cast<uint64_t>(span_elements) * (t.dtype.bits / 8));
+                 : static_cast<size_t>(t.byte_offset + static_cast<uint64_t>(span_bytes(t.dtype, span_elements)));
 }
+
+// DLPACK_FLAG_BITMASK_IS_SUBBYTE_TYPE_PADDED: sub-byte elements one per byte instead of packed.
+constexpr uint64_t kFlagSubbytePadded = uint64_t{1} << 2;
 
 fa4j_device import_device(const fa4j_device& device) {
     if (device.device_type == FA4J_DEVICE_CPU || device.device_type == kDLCUDAHost) return {FA4J_DEVICE_CPU, 0};
@@ -143,6 +164,9 @@ Buffer* import_tensor(void* managed, bool versioned, const fa4j_tensor** tensor,
                 "DLPack major version " + std::to_string(m->version.major) + " is not supported (this library reads " +
                     std::to_string(FA4J_DLPACK_MAJOR_VERSION) + ".x)");
         const size_t bytes = check_tensor(m->dl_tensor, false);
+        require(m->dl_tensor.dtype.bits >= 8 || (m->flags & kFlagSubbytePadded) == 0,
+                "int4 with DLPACK_FLAG_BITMASK_IS_SUBBYTE_TYPE_PADDED (one element per byte) is not supported: "
+                "this library reads int4 packed, two elements per byte");
         const fa4j_device device = import_device(m->dl_tensor.device);
         Buffer* owner = Buffer::adopt(device, m->dl_tensor.data, bytes, [m] {
             if (m->deleter != nullptr) m->deleter(m);

@@ -123,6 +123,27 @@ inline void fill_random(View& view, std::mt19937& rng, Dt dt) {
     for (int64_t n = 0; n < view.count(); ++n) view.set(n, round_to(dt, normal(rng)));
 }
 
+// The ALiBi slopes (float32) of a case with `batch` entries (or sequences) and `heads_q` query heads: [heads_q]
+// with stride 2 (a read of the gaps shows as NaN), or [batch, heads_q] with rows padded by 3; no buffer for
+// Alibi::None.
+inline View make_alibi(Alibi alibi, int64_t batch, int64_t heads_q) {
+    View v;
+    if (alibi == Alibi::PerHead) {
+        v.buffer = new_buffer(Dt::F32, 2 * heads_q);
+        v.ndim = 1;
+        v.shape[0] = heads_q;
+        v.strides[0] = 2;
+    } else if (alibi == Alibi::PerBatchHead) {
+        v.buffer = new_buffer(Dt::F32, batch * (heads_q + 3));
+        v.ndim = 2;
+        v.shape[0] = batch;
+        v.shape[1] = heads_q;
+        v.strides[0] = heads_q + 3;
+        v.strides[1] = 1;
+    }
+    return v;
+}
+
 // Every tensor of a forward and backward call; alibi only when the case has ALiBi.
 struct TrainingTensors {
     View q, k, v, dout, out, lse, dq, dk, dv, alibi;
@@ -157,19 +178,7 @@ inline TrainingTensors make_training_tensors(const Case& c) {
         t.dv = make_seq(c.dt, out_layout, s.B, s.Nk, s.Hkv, s.D);
     }
     for (View* v : {&t.out, &t.lse, &t.dq, &t.dk, &t.dv}) v->mark_covered();
-    if (c.alibi == Alibi::PerHead) {
-        t.alibi.buffer = new_buffer(Dt::F32, 2 * s.Hq);
-        t.alibi.ndim = 1;
-        t.alibi.shape[0] = s.Hq;
-        t.alibi.strides[0] = 2;
-    } else if (c.alibi == Alibi::PerBatchHead) {
-        t.alibi.buffer = new_buffer(Dt::F32, s.B * (s.Hq + 3));
-        t.alibi.ndim = 2;
-        t.alibi.shape[0] = s.B;
-        t.alibi.shape[1] = s.Hq;
-        t.alibi.strides[0] = s.Hq + 3;
-        t.alibi.strides[1] = 1;
-    }
+    t.alibi = make_alibi(c.alibi, s.B, s.Hq);
     return t;
 }
 
@@ -229,25 +238,50 @@ inline Inputs fill_inputs(const Case& c, std::mt19937& rng, View& q, View& k, Vi
     return in;
 }
 
-// fa4j_attention's arguments for the case on t's host tensors (which must outlive them).
-inline fa4j_attention_args args_for(const Case& c, TrainingTensors& t, fa4j_attention_direction direction,
-                                     int32_t threads = 0) {
+// The tensor descriptors of one fa4j_attention call (NULL where the call has none).
+struct CallTensors {
+    const fa4j_tensor *q = nullptr, *k = nullptr, *v = nullptr, *out = nullptr, *lse = nullptr;
+    const fa4j_tensor *dout = nullptr, *dq = nullptr, *dk = nullptr, *dv = nullptr, *alibi = nullptr;
+};
+
+// The descriptors of t's tensors on the host or, with `cuda`, in their device copies (cuda_buffers.hpp).
+// A view has one descriptor: those of an earlier call for the other side are overwritten.
+inline CallTensors call_tensors(const Case& c, TrainingTensors& t, fa4j_attention_direction direction, bool cuda = false) {
+    const auto d = [cuda](View& v) { return cuda ? v.cuda_tensor() : v.host_tensor(); };
+    CallTensors x;
+    x.q = d(t.q);
+    x.k = d(t.k);
+    x.v = d(t.v);
+    x.out = d(t.out);
+    x.lse = d(t.lse);
+    if (direction == FA4J_ATTENTION_BACKWARD) {
+        x.dout = d(t.dout);
+        x.dq = d(t.dq);
+        x.dk = d(t.dk);
+        x.dv = d(t.dv);
+    }
+    if (c.alibi != Alibi::None) x.alibi = d(t.alibi);
+    return x;
+}
+
+// fa4j_attention's arguments for the case on the tensors `x` (which must outlive them), with a kernel family.
+inline fa4j_attention_args case_args(const Case& c, const CallTensors& x, fa4j_attention_direction direction,
+                                     int32_t family = FA4J_KERNEL_AUTO, int32_t threads = 0) {
     const fa4j_attention_params p = params_for(c, threads);
     fa4j_attention_args a{};
     a.struct_size = sizeof a;
     a.direction = direction;
-    a.q = t.q.host_tensor();
-    a.k = t.k.host_tensor();
-    a.v = t.v.host_tensor();
-    a.out = t.out.host_tensor();
-    a.lse = t.lse.host_tensor();
-    if (direction == FA4J_ATTENTION_BACKWARD) {
-        a.dout = t.dout.host_tensor();
-        a.dq = t.dq.host_tensor();
-        a.dk = t.dk.host_tensor();
-        a.dv = t.dv.host_tensor();
-    }
-    if (c.alibi != Alibi::None) a.alibi_slopes = t.alibi.host_tensor();
+    a.kernel_family = family;
+    a.q = x.q;
+    a.k = x.k;
+    a.v = x.v;
+    a.out = x.out;
+    a.lse = x.lse;
+    a.dout = x.dout;
+    a.dq = x.dq;
+    a.dk = x.dk;
+    a.dv = x.dv;
+    a.alibi_slopes = x.alibi;
     a.softmax_scale = p.softmax_scale;
     a.softcap = c.softcap;
     a.causal = p.causal;
@@ -255,6 +289,12 @@ inline fa4j_attention_args args_for(const Case& c, TrainingTensors& t, fa4j_atte
     a.window_right = static_cast<int32_t>(c.window_right);
     a.num_threads = threads;
     return a;
+}
+
+// fa4j_attention's arguments for the case on t's host tensors (which must outlive them).
+inline fa4j_attention_args args_for(const Case& c, TrainingTensors& t, fa4j_attention_direction direction,
+                                     int32_t threads = 0) {
+    return case_args(c, call_tensors(c, t, direction), direction, FA4J_KERNEL_AUTO, threads);
 }
 
 }  // namespace fa4j_test

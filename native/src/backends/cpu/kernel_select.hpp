@@ -47,6 +47,11 @@ KernelFn<Args...> select_kernel(DType dtype, IsaLevel isa) {
         case DType::F16: return select_for_isa<Kernel, F16Elem, Args...>(isa);
         case DType::BF16: return select_for_isa<Kernel, Bf16Elem, Args...>(isa);
         case DType::F32: break;
+        // Quantized dtypes never reach the plain kernels (validation refuses them without a quant_mode).
+        case DType::F8E4M3:
+        case DType::F8E5M2:
+        case DType::I8:
+        case DType::I4: break;
     }
     return select_for_isa<Kernel, F32Elem, Args...>(isa);
 }

@@ -32,6 +32,11 @@ enum class CudaKernel {
     kSm90Forward,   // Hopper: TMA + wgmma, warp-specialized (kernels/sm90/)
     kSm80Forward,   // FlashAttention-2: cp.async + mma.sync, any sm_80+ GPU (kernels/sm80/)
     kSm80Backward,  // FlashAttention-2 backward (kernels/sm80/)
+    // The GPU-verified v1 kernels (kernels/v1/, v1_attention.hpp), the release path until the v2 kernels
+    // above have passed on a GPU.
+    kSm90ForwardV1,
+    kSm80ForwardV1,
+    kSm80BackwardV1,
 };
 
 // A kernel and its head-dim instantiation (the smallest it has that is >= the call's head dim).

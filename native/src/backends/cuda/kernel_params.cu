@@ -72,4 +72,16 @@ kernels::ForwardParams forward_params(int device, const ForwardProblem& problem)
     return p;
 }
 
+kernels::BackwardParams backward_params(int device, const BackwardProblem& problem) {
+    kernels::BackwardParams p{};
+    fill_attention_params(device, problem.config, problem.q, problem.k, problem.v, p);
+    p.out = row_tensor(problem.out);
+    p.dout = row_tensor(problem.dout);
+    p.dq = row_tensor(problem.dq);
+    p.dk = row_tensor(problem.dk);
+    p.dv = row_tensor(problem.dv);
+    p.lse = lse_tensor(problem.lse);
+    return p;
+}
+
 }  // namespace fa4j::cuda

@@ -14,6 +14,10 @@ void fill_attention_params(int device, const AttentionConfig& config, const SeqT
 
 kernels::ForwardParams forward_params(int device, const ForwardProblem& problem);
 
+// The backward's tensors and shared fields; the workspace fields (pointers, layout, vec16) are the
+// kernel's entry point's to fill.
+kernels::BackwardParams backward_params(int device, const BackwardProblem& problem);
+
 kernels::RowTensor row_tensor(const SeqTensor& t);
 kernels::LseTensor lse_tensor(const LseTensor& t);
 

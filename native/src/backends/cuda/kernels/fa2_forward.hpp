@@ -1,5 +1,6 @@
-// What the FlashAttention-2 forward kernels take, and the launchers that the per-head-dim translation
-// units (fa2_forward_hdim*.cu) define. Plain C++: the entry point includes this without the kernels.
+// Transitional: the v1 forward parameters, still read by the Hopper forward (fa3_*). The sm_80 forward
+// reads kernels::ForwardParams (common/attention_params.hpp; launchers in sm80/forward.hpp). Remove this
+// once the Hopper forward has moved to kernels::ForwardParams too.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -39,18 +40,5 @@ struct ForwardParams {
 };
 
 enum class Elem { F16, BF16 };
-
-// Forward kernels exist for these head dims; a call with head dim d runs on the smallest one >= d.
-constexpr int kForwardHeadDims[] = {64, 128};
-
-// Queues one forward launch with the kernel for head dim kHeadDim on `stream`: raises its dynamic
-// shared-memory limit, launches, checks the launch. Throws fa4j::Error on a CUDA error.
-template <int kHeadDim>
-void run_forward(const ForwardParams& params, Elem elem, bool causal, cudaStream_t stream);
-
-template <>
-void run_forward<64>(const ForwardParams&, Elem, bool, cudaStream_t);
-template <>
-void run_forward<128>(const ForwardParams&, Elem, bool, cudaStream_t);
 
 }  // namespace fa4j::cuda::fa2

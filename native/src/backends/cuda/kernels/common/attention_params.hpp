@@ -77,4 +77,24 @@ struct ForwardParams : AttentionParams {
     float abs_scale;   // lse = max·abs_scale + ln(sum)
 };
 
+// The backward's: P is recomputed from the forward's lse (P = exp(scale·s - lse), or exp(t - lse) for
+// transformed scores t, whose lse the forward took over t). The workspace is the kernels' own (allocated by
+// the entry point per call; kernels/sm80/backward_tiles.hpp lays out its rows).
+struct BackwardParams : AttentionParams {
+    RowTensor out, dout;   // inputs, shaped like q
+    RowTensor dq;          // output, like q (written, never read)
+    RowTensor dk, dv;      // outputs, like k and v
+    LseTensor lse;         // the forward's, natural log; -inf for a row that attends nothing
+
+    // Workspace: per query head, ws_rows_per_head rows of
+    float* dq_accum;  // fp32 dQ / scale [rows][head_dim_pad], accumulated over key tiles (zeroed first)
+    float* lse_rows;  // lse per row; +inf where P must be 0 (a row that attends nothing, padding rows)
+    float* delta;     // D = rowsum(dO ∘ O) per row; 0 for padding rows
+    int64_t ws_rows_per_head;
+    int seqlen_q_pad;  // dense: the rows per (sequence, head): seqlen_q rounded up to the row padding
+    // Every 16-bit tensor's base address is 16-byte aligned and its strides are multiples of 8 elements, so
+    // tiles move as 16-byte vectors (cp.async); otherwise the kernels fall back to 2-byte accesses.
+    bool vec16;
+};
+
 }  // namespace fa4j::cuda::kernels

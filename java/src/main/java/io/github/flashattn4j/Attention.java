@@ -41,7 +41,7 @@ import java.util.Objects;
  * (CUDA tensors are refused as unsupported).
  *
  * <h2>Support queries</h2>
- * {@link #checkForward(Tensor, Tensor, Tensor, AttentionOptions)} and its siblings answer, without running
+ * {@link #checkForward(AttentionInput, AttentionInput, AttentionInput, AttentionOptions)} and its siblings answer, without running
  * or allocating anything, whether the call with the same arguments would be accepted, and if not, why: the
  * {@link Support#reason()} is the message of the exception the call would throw. Use them to pick a
  * fallback (CPU tensors, no softcap, another kernel family) before committing to a configuration. They
@@ -99,8 +99,12 @@ public final class Attention {
         }
     }
 
-    /** Attention forward into new tensors owned by the caller, on the default stream. */
-    public static AttentionOutput forward(Tensor q, Tensor k, Tensor v, AttentionOptions options) {
+    /**
+     * Attention forward into new tensors owned by the caller, on the default stream. q, k and v are plain
+     * tensors, or for {@link QuantizationMode quantized attention} also {@link QuantizedTensor}s; out has
+     * q's dtype (quantized attention: the first plain input's, bfloat16 if none).
+     */
+    public static AttentionOutput forward(AttentionInput q, AttentionInput k, AttentionInput v, AttentionOptions options) {
         return forwardResult(allocate(AttentionCall.forward(q, k, v, options), null));
     }
 
@@ -108,13 +112,15 @@ public final class Attention {
      * Attention forward into new tensors owned by the caller, queued on {@code stream} (the tensors must be
      * on its device).
      */
-    public static AttentionOutput forward(Tensor q, Tensor k, Tensor v, AttentionOptions options, CudaStream stream) {
+    public static AttentionOutput forward(AttentionInput q, AttentionInput k, AttentionInput v, AttentionOptions options,
+                                          CudaStream stream) {
         Objects.requireNonNull(stream, "stream");
         return forwardResult(allocate(AttentionCall.forward(q, k, v, options), stream));
     }
 
     /** Attention forward into caller-provided {@code out} and {@code lse} (no allocation), on the default stream. */
-    public static void forwardInto(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, AttentionOptions options) {
+    public static void forwardInto(AttentionInput q, AttentionInput k, AttentionInput v, Tensor out, Tensor lse,
+                                   AttentionOptions options) {
         into(AttentionCall.forward(q, k, v, options), null, out, lse);
     }
 
@@ -122,8 +128,8 @@ public final class Attention {
      * Attention forward into caller-provided {@code out} and {@code lse} (no allocation), queued on
      * {@code stream} (the tensors must be on its device).
      */
-    public static void forwardInto(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, AttentionOptions options,
-                                   CudaStream stream) {
+    public static void forwardInto(AttentionInput q, AttentionInput k, AttentionInput v, Tensor out, Tensor lse,
+                                   AttentionOptions options, CudaStream stream) {
         Objects.requireNonNull(stream, "stream");
         into(AttentionCall.forward(q, k, v, options), stream, out, lse);
     }
@@ -333,21 +339,21 @@ public final class Attention {
     // ---------------------------------------------------------------------------------------------
 
     /**
-     * Whether {@link #forward(Tensor, Tensor, Tensor, AttentionOptions)} with these arguments would be
+     * Whether {@link #forward(AttentionInput, AttentionInput, AttentionInput, AttentionOptions)} with these arguments would be
      * accepted, and if not, the message it would throw. Runs and allocates nothing; on the CPU reads no
      * tensor data; on a CUDA device may ask the driver about the device.
      *
      * @throws NullPointerException  for a null argument, as the call would
      * @throws IllegalStateException for a closed tensor, as the call would
      */
-    public static Support checkForward(Tensor q, Tensor k, Tensor v, AttentionOptions options) {
+    public static Support checkForward(AttentionInput q, AttentionInput k, AttentionInput v, AttentionOptions options) {
         return query(AttentionCall.forward(q, k, v, options));
     }
 
     /**
      * Whether {@link #backward(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, AttentionOptions)} with these
      * arguments would be accepted, and if not, the message it would throw (see
-     * {@link #checkForward(Tensor, Tensor, Tensor, AttentionOptions)}).
+     * {@link #checkForward(AttentionInput, AttentionInput, AttentionInput, AttentionOptions)}).
      */
     public static Support checkBackward(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse,
                                         AttentionOptions options) {
@@ -357,7 +363,7 @@ public final class Attention {
     /**
      * Whether {@link #forward(PackedSequences, PackedSequences, Tensor, AttentionOptions)} with these
      * arguments would be accepted, and if not, the message it would throw (see
-     * {@link #checkForward(Tensor, Tensor, Tensor, AttentionOptions)}). On the CPU this reads the offsets
+     * {@link #checkForward(AttentionInput, AttentionInput, AttentionInput, AttentionOptions)}). On the CPU this reads the offsets
      * and used lengths, which the call checks.
      */
     public static Support checkForward(PackedSequences q, PackedSequences k, Tensor v, AttentionOptions options) {

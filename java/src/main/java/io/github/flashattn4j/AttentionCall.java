@@ -16,25 +16,41 @@ import java.util.Objects;
  * its Java checks ({@link AttentionChecks}) and its support query ({@link Attention#checkForward}) see the
  * same arguments. {@code dout}, {@code out} and {@code lse} are null for a forward; the varlen fields are
  * null and 0 for a dense call; {@code usedLengthsQ} is what a caller attached to the queries'
- * {@link PackedSequences}, which the checks refuse (used lengths are for keys).
+ * {@link PackedSequences}, which the checks refuse (used lengths are for keys). The scales and the key mean
+ * are those of pre-quantized inputs ({@link QuantizedTensor}); null for plain ones.
  */
 record AttentionCall(boolean backward, Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse,
                      Tensor cuSeqlensQ, Tensor cuSeqlensK, Tensor usedLengthsK, Tensor usedLengthsQ,
-                     long maxSeqlenQ, long maxSeqlenK, AttentionOptions options) implements NativeAttentionCall {
+                     long maxSeqlenQ, long maxSeqlenK, AttentionOptions options,
+                     Tensor qScale, Tensor kScale, Tensor vScale, Tensor kMean) implements NativeAttentionCall {
 
-    static AttentionCall forward(Tensor q, Tensor k, Tensor v, AttentionOptions options) {
-        return new AttentionCall(false, null, q, k, v, null, null, null, null, null, null, 0, 0, options);
+    static AttentionCall forward(AttentionInput q, AttentionInput k, AttentionInput v, AttentionOptions options) {
+        return new AttentionCall(false, null, data(q), data(k), data(v), null, null, null, null, null, null, 0, 0, options,
+                scale(q), scale(k), scale(v), k instanceof QuantizedTensor qk ? qk.mean() : null);
     }
 
     static AttentionCall backward(Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, AttentionOptions options) {
-        return new AttentionCall(true, dout, q, k, v, out, lse, null, null, null, null, 0, 0, options);
+        return new AttentionCall(true, dout, q, k, v, out, lse, null, null, null, null, 0, 0, options, null, null, null, null);
+    }
+
+    private static Tensor data(AttentionInput input) {
+        return switch (input) {
+            case null -> null;
+            case Tensor t -> t;
+            case QuantizedTensor qt -> qt.data();
+        };
+    }
+
+    private static Tensor scale(AttentionInput input) {
+        return input instanceof QuantizedTensor qt ? qt.scale() : null;
     }
 
     static AttentionCall forward(PackedSequences q, PackedSequences k, Tensor v, AttentionOptions options) {
         Objects.requireNonNull(q, "q");
         Objects.requireNonNull(k, "k");
         return new AttentionCall(false, null, q.tokens(), k.tokens(), v, null, null, q.cuSeqlens(), k.cuSeqlens(),
-                k.usedLengths().orElse(null), q.usedLengths().orElse(null), q.maxSeqlen(), k.maxSeqlen(), options);
+                k.usedLengths().orElse(null), q.usedLengths().orElse(null), q.maxSeqlen(), k.maxSeqlen(), options,
+                null, null, null, null);
     }
 
     static AttentionCall backward(Tensor dout, PackedSequences q, PackedSequences k, Tensor v, Tensor out, Tensor lse,
@@ -42,7 +58,8 @@ record AttentionCall(boolean backward, Tensor dout, Tensor q, Tensor k, Tensor v
         Objects.requireNonNull(q, "q");
         Objects.requireNonNull(k, "k");
         return new AttentionCall(true, dout, q.tokens(), k.tokens(), v, out, lse, q.cuSeqlens(), k.cuSeqlens(),
-                k.usedLengths().orElse(null), q.usedLengths().orElse(null), q.maxSeqlen(), k.maxSeqlen(), options);
+                k.usedLengths().orElse(null), q.usedLengths().orElse(null), q.maxSeqlen(), k.maxSeqlen(), options,
+                null, null, null, null);
     }
 
     boolean varlen() {
@@ -58,6 +75,10 @@ record AttentionCall(boolean backward, Tensor dout, Tensor q, Tensor k, Tensor v
             if (usedLengthsK != null) names.add("seqused_k");
         }
         if (options != null && options.alibiSlopes().isPresent()) names.add("alibi_slopes");
+        if (qScale != null) names.add("q_scale");
+        if (kScale != null) names.add("k_scale");
+        if (vScale != null) names.add("v_scale");
+        if (kMean != null) names.add("k_mean");
         return names;
     }
 
@@ -71,6 +92,9 @@ record AttentionCall(boolean backward, Tensor dout, Tensor q, Tensor k, Tensor v
             if (usedLengthsK != null) tensors.add(usedLengthsK);
         }
         if (options != null) options.alibiSlopes().ifPresent(tensors::add);
+        for (Tensor t : new Tensor[] {qScale, kScale, vScale, kMean}) {
+            if (t != null) tensors.add(t);
+        }
         return tensors;
     }
 
@@ -91,7 +115,18 @@ record AttentionCall(boolean backward, Tensor dout, Tensor q, Tensor k, Tensor v
 
     @Override
     public DType[] outputDtypes() {
-        return backward ? new DType[] {q.dtype(), q.dtype(), q.dtype()} : new DType[] {q.dtype(), DType.FLOAT32};
+        return backward ? new DType[] {q.dtype(), q.dtype(), q.dtype()} : new DType[] {outDtype(), DType.FLOAT32};
+    }
+
+    /**
+     * out's dtype: q's for plain attention; for quantized attention that of the first high-precision input
+     * (q, k, v), and bfloat16 when all three are pre-quantized.
+     */
+    private DType outDtype() {
+        for (Tensor t : new Tensor[] {q, k, v}) {
+            if (t.dtype().isCompute()) return t.dtype();
+        }
+        return options.quantization() == QuantizationMode.NONE ? q.dtype() : DType.BFLOAT16;
     }
 
     @Override
@@ -139,6 +174,16 @@ record AttentionCall(boolean backward, Tensor dout, Tensor q, Tensor k, Tensor v
         fa4j_attention_args.window_left(a, options.windowLeft());
         fa4j_attention_args.window_right(a, options.windowRight());
         fa4j_attention_args.num_threads(a, options.numThreads());
+        fa4j_attention_args.quant_mode(a, options.quantization().nativeCode());
+        if (options.quantization() != QuantizationMode.NONE) {
+            int flags = (options.smoothK() ? 0 : flashattn4j_h.FA4J_QUANT_NO_SMOOTH_K())
+                    | (options.smoothQ() ? 0 : flashattn4j_h.FA4J_QUANT_NO_SMOOTH_Q());
+            fa4j_attention_args.quant_flags(a, flags);
+        }
+        if (qScale != null) fa4j_attention_args.q_scale(a, TensorDescriptors.describe(qScale, arena));
+        if (kScale != null) fa4j_attention_args.k_scale(a, TensorDescriptors.describe(kScale, arena));
+        if (vScale != null) fa4j_attention_args.v_scale(a, TensorDescriptors.describe(vScale, arena));
+        if (kMean != null) fa4j_attention_args.k_mean(a, TensorDescriptors.describe(kMean, arena));
         return a;
     }
 }

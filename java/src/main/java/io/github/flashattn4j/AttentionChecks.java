@@ -8,7 +8,7 @@ import java.util.Objects;
 
 /**
  * What Java checks of an attention call before asking the native library: the things only Java can know
- * (null references, closed tensors and streams, a stream of another device, the Java-only int32 dtype)
+ * (null references, closed tensors and streams, a stream of another device, an int32 q)
  * and the one shape fact needed to describe the outputs a call would allocate (q's rank).
  *
  * <p>Every other rule (shapes, dtypes, heads, head dim, scale, features, sequence offsets, what the kernels
@@ -48,13 +48,14 @@ final class AttentionChecks {
     }
 
     /**
-     * A floating-point tensor (not the Java-only int32) of the given rank: what the shapes of the outputs a call
-     * allocates are derived from.
+     * A tensor of attention data (any dtype but int32, the dtype of sequence lengths; which data dtypes a call
+     * takes is the native library's rule) of the given rank: what the shapes of the outputs a call allocates
+     * are derived from.
      */
     static void requireFloating(Tensor t, String name, int rank, String expected) {
-        if (!t.dtype().isFloatingPoint()) {
+        if (t.dtype() == DType.INT32) {
             throw new FlashAttnException.Unsupported(name + ": dtype " + t.dtype().name().toLowerCase(Locale.ROOT)
-                    + " is not float32, float16 or bfloat16");
+                    + " is not float32, float16 or bfloat16 (nor a quantized dtype with a quantization mode)");
         }
         if (t.dim() != rank) {
             throw invalid(name + " must have " + rank + " dimensions, has " + t.dim() + " (shape " + Arrays.toString(t.shape())

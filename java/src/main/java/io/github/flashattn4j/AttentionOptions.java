@@ -6,7 +6,8 @@ import java.util.OptionalDouble;
 
 /**
  * Immutable options of an attention call. Defaults: softmax scale {@code 1/sqrt(head_dim)}, not causal, no
- * window, no softcap, no ALiBi, {@link KernelFamily#AUTO}, the CPU backend's default thread count.
+ * window, no softcap, no ALiBi, {@link KernelFamily#AUTO}, the CPU backend's default thread count, no
+ * quantization ({@link QuantizationMode#NONE}; with a mode, K and Q smoothing are on).
  *
  * <pre>{@code AttentionOptions.builder().causal(true).window(256, 0).softcap(30).build()}</pre>
  *
@@ -46,6 +47,9 @@ public final class AttentionOptions {
     private final Tensor alibiSlopes;
     private final KernelFamily kernelFamily;
     private final int numThreads;
+    private final QuantizationMode quantization;
+    private final boolean smoothK;
+    private final boolean smoothQ;
 
     private AttentionOptions(Builder b) {
         this.hasSoftmaxScale = b.hasSoftmaxScale;
@@ -57,6 +61,9 @@ public final class AttentionOptions {
         this.alibiSlopes = b.alibiSlopes;
         this.kernelFamily = b.kernelFamily;
         this.numThreads = b.numThreads;
+        this.quantization = b.quantization;
+        this.smoothK = b.smoothK;
+        this.smoothQ = b.smoothQ;
     }
 
     /** Default options. */
@@ -80,6 +87,9 @@ public final class AttentionOptions {
         b.alibiSlopes = alibiSlopes;
         b.kernelFamily = kernelFamily;
         b.numThreads = numThreads;
+        b.quantization = quantization;
+        b.smoothK = smoothK;
+        b.smoothQ = smoothQ;
         return b;
     }
 
@@ -131,6 +141,21 @@ public final class AttentionOptions {
         return numThreads;
     }
 
+    /** The quantization mode; {@link QuantizationMode#NONE} for plain attention. */
+    public QuantizationMode quantization() {
+        return quantization;
+    }
+
+    /** Whether quantized attention subtracts the keys' mean before quantizing k (when it quantizes k itself). */
+    public boolean smoothK() {
+        return smoothK;
+    }
+
+    /** Whether the INT4 modes subtract each 64-row block's mean before quantizing q (when they quantize q). */
+    public boolean smoothQ() {
+        return smoothQ;
+    }
+
     /** Whether {@code o} holds the same settings (ALiBi slopes: the same tensor object). */
     @Override
     public boolean equals(Object o) {
@@ -143,13 +168,16 @@ public final class AttentionOptions {
                 && Float.floatToIntBits(softcap) == Float.floatToIntBits(other.softcap)
                 && alibiSlopes == other.alibiSlopes
                 && kernelFamily == other.kernelFamily
-                && numThreads == other.numThreads;
+                && numThreads == other.numThreads
+                && quantization == other.quantization
+                && smoothK == other.smoothK
+                && smoothQ == other.smoothQ;
     }
 
     @Override
     public int hashCode() {
         return Objects.hash(hasSoftmaxScale, softmaxScale, causal, windowLeft, windowRight, softcap,
-                System.identityHashCode(alibiSlopes), kernelFamily, numThreads);
+                System.identityHashCode(alibiSlopes), kernelFamily, numThreads, quantization, smoothK, smoothQ);
     }
 
     @Override
@@ -157,7 +185,8 @@ public final class AttentionOptions {
         return "AttentionOptions[softmaxScale=" + (hasSoftmaxScale ? softmaxScale : "1/sqrt(d)") + ", causal=" + causal
                 + ", window=(" + windowLeft + ", " + windowRight + "), softcap=" + softcap
                 + ", alibiSlopes=" + (alibiSlopes == null ? "none" : alibiSlopes) + ", kernelFamily=" + kernelFamily
-                + ", numThreads=" + numThreads + "]";
+                + ", numThreads=" + numThreads + ", quantization=" + quantization
+                + (quantization == QuantizationMode.NONE ? "" : ", smoothK=" + smoothK + ", smoothQ=" + smoothQ) + "]";
     }
 
     /**
@@ -175,6 +204,9 @@ public final class AttentionOptions {
         private Tensor alibiSlopes;
         private KernelFamily kernelFamily = KernelFamily.AUTO;
         private int numThreads;
+        private QuantizationMode quantization = QuantizationMode.NONE;
+        private boolean smoothK = true;
+        private boolean smoothQ = true;
 
         private Builder() {}
 
@@ -258,6 +290,38 @@ public final class AttentionOptions {
         public Builder numThreads(int numThreads) {
             if (numThreads < 0) throw new IllegalArgumentException("numThreads must be >= 0: " + numThreads);
             this.numThreads = numThreads;
+            return this;
+        }
+
+        /**
+         * Quantized attention in {@code mode} ({@link QuantizationMode} documents the modes, their accuracy
+         * and where they run); {@link QuantizationMode#NONE}, the default, is plain attention. Forward only:
+         * a backward call with a mode is refused as {@link FlashAttnException.Unsupported}.
+         */
+        public Builder quantization(QuantizationMode mode) {
+            this.quantization = Objects.requireNonNull(mode, "mode");
+            return this;
+        }
+
+        /**
+         * K smoothing (default on): quantized attention quantizes {@code k - mean(k)} (the mean over the keys,
+         * per channel) instead of k. Exact for out (the softmax is invariant to the per-row shift it causes;
+         * lse gets it added back) and much more accurate where keys have per-channel offsets, as real models'
+         * keys do. Applies to a k the call quantizes itself; a {@link QuantizedTensor} was smoothed (or not)
+         * by its producer.
+         */
+        public Builder smoothK(boolean smoothK) {
+            this.smoothK = smoothK;
+            return this;
+        }
+
+        /**
+         * Q smoothing of the INT4 modes (default on): each block of 64 query rows has its mean subtracted
+         * before quantization, and its exact contribution added back to the scores. Applies to a q the call
+         * quantizes itself.
+         */
+        public Builder smoothQ(boolean smoothQ) {
+            this.smoothQ = smoothQ;
             return this;
         }
 

@@ -16,7 +16,7 @@ import java.util.concurrent.atomic.AtomicLong;
  * A CUDA stream: an ordered queue of work on one CUDA device ({@code cudaStream_t}).
  *
  * <p>Work given the same stream runs in the order it was queued. Attention calls that take a stream
- * ({@link Attention#forward(Tensor, Tensor, Tensor, AttentionOptions, CudaStream)} and the others) queue
+ * ({@link Attention#forward(AttentionInput, AttentionInput, AttentionInput, AttentionOptions, CudaStream)} and the others) queue
  * their kernels on it and return before they finish; copies that take a stream
  * ({@link Tensor#toFloatArray(CudaStream)}, {@link Tensor#copyFrom(Tensor, CudaStream)},
  * {@link Tensor#copyFromArray(float[], CudaStream)}, {@link Tensor#to(Device, CudaStream)}) are queued

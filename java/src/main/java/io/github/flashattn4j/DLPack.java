@@ -108,10 +108,12 @@ public final class DLPack {
             MemorySegment stridesPointer = fa4j_tensor.strides(t);
             long[] strides = stridesPointer.equals(MemorySegment.NULL) ? null
                     : ndim == 0 ? new long[0] : stridesPointer.reinterpret(8L * ndim).toArray(ValueLayout.JAVA_LONG);
-            long elementOffset = fa4j_tensor.byte_offset(t) / type.byteSize();
+            // INT4: a byte offset is two elements (the native import checked the packing rule).
+            long byteOffset = fa4j_tensor.byte_offset(t);
+            long elementOffset = type.isPacked() ? byteOffset * 2 : byteOffset / type.byteSize();
             Layout packed = strides == null ? Layout.contiguous(shape) : Layout.strided(shape, strides);
             Layout layout = new Layout(packed.shapeCopy(), packed.stridesCopy(), elementOffset);
-            long byteSize = (elementOffset + layout.span()) * type.byteSize();
+            long byteSize = type.bytesFor(elementOffset + layout.span());
             Storage storage = device.isCuda() ? DeviceStorage.adopt(device, byteSize, owner) : HostStorage.adopt(byteSize, owner);
             owner = 0;  // the storage has it now
             return Tensor.owning(storage, type, layout, (flags & FLAG_READ_ONLY) != 0);

@@ -106,6 +106,45 @@ record Layout(long[] shape, long[] strides, long offset) {
         return last + 1;
     }
 
+    /**
+     * Why this layout cannot hold packed INT4 elements, or null if it can: at least one dimension, an even
+     * innermost size with stride 1, even strides in the other dimensions of size > 1, an even offset (every
+     * row starts on a byte); anything goes without elements but the even innermost size.
+     */
+    String packedProblem() {
+        if (shape.length == 0) return "an INT4 tensor needs at least one dimension";
+        int inner = shape.length - 1;
+        if (shape[inner] % 2 != 0) {
+            return "an INT4 tensor's innermost dimension must have an even size (two elements per byte), not " + shape[inner];
+        }
+        if (elementCount() == 0) return null;
+        if (strides[inner] != 1) {
+            return "an INT4 tensor's innermost dimension must be contiguous (stride 1), not stride " + strides[inner];
+        }
+        for (int i = 0; i < inner; i++) {
+            if (shape[i] > 1 && strides[i] % 2 != 0) {
+                return "an INT4 tensor's strides must be even outside the innermost dimension (rows start on a byte): "
+                        + "dimension " + i + " has stride " + strides[i];
+            }
+        }
+        if (offset % 2 != 0) return "an INT4 view must start on a byte (an even element offset), not at element " + offset;
+        return null;
+    }
+
+    /**
+     * A packed INT4 layout (one without {@link #packedProblem()}) in bytes: each byte one unit holding two
+     * elements, so the innermost size and every other stride and the offset are halved.
+     */
+    Layout packedBytes() {
+        if (elementCount() == 0) return new Layout(new long[] {0}, new long[] {1}, offset / 2);
+        long[] s = shape.clone(), t = strides.clone();
+        int inner = s.length - 1;
+        s[inner] /= 2;
+        for (int i = 0; i < inner; i++) t[i] /= 2;
+        t[inner] = 1;
+        return new Layout(s, t, offset / 2);
+    }
+
     /** Row-major dense; a tensor without elements counts as contiguous, whatever its strides. */
     boolean isContiguous() {
         if (elementCount() == 0) return true;

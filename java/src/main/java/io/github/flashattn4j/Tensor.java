@@ -57,7 +57,7 @@ import java.util.SplittableRandom;
  * <ul>
  *   <li>{@link IllegalArgumentException}: a shape, size or array length that does not fit (a negative
  *       size, a shape whose element count or byte size overflows a {@code long}, a reshape to another
- *       element count).</li>
+ *       element count, an {@link DType#INT4} shape or view that would not start every row on a byte).</li>
  *   <li>{@link IndexOutOfBoundsException}: a dimension or index out of range ({@link #size}, {@link #stride},
  *       {@link #slice}, {@link #select}, {@link #transpose}), as for Java arrays and lists.</li>
  *   <li>{@link IllegalStateException}: a closed tensor, or a tensor whose state does not allow the call
@@ -68,7 +68,7 @@ import java.util.SplittableRandom;
  *   <li>{@link NullPointerException}: a null argument.</li>
  * </ul>
  */
-public final class Tensor implements AutoCloseable {
+public final class Tensor implements AutoCloseable, AttentionInput {
 
     // Longest Java array the JVM allocates reliably (as in ArraysSupport.SOFT_MAX_ARRAY_LENGTH).
     private static final int MAX_ARRAY_LENGTH = Integer.MAX_VALUE - 8;
@@ -132,7 +132,8 @@ public final class Tensor implements AutoCloseable {
         Objects.requireNonNull(device, "device");
         Objects.requireNonNull(shape, "shape");
         Layout layout = Layout.contiguous(shape);
-        long bytes = Layout.multiply(layout.elementCount(), dtype.byteSize(), shape);
+        requirePackable(dtype, layout);
+        long bytes = byteSize(dtype, layout.elementCount(), shape);
         Storage storage = device.isCuda() ? DeviceStorage.allocate(device, bytes, home) : HostStorage.allocate(bytes);
         return new Tensor(storage, dtype, layout, true);
     }
@@ -387,6 +388,7 @@ public final class Tensor implements AutoCloseable {
 
     private Tensor view(Layout viewLayout) {
         requireOpen();
+        requirePackable(dtype, viewLayout);
         return new Tensor(storage, dtype, viewLayout, false, readOnly);
     }
 
@@ -422,8 +424,7 @@ public final class Tensor implements AutoCloseable {
                 fillDevice(value);
             } else {
                 MemorySegment segment = hostSegment();
-                int elementSize = dtype.byteSize();
-                layout.forEachOffset(offset -> ElementCodec.set(segment, offset * elementSize, dtype, value));
+                layout.forEachOffset(offset -> ElementCodec.set(segment, offset, dtype, value));
             }
         }
     }
@@ -523,7 +524,7 @@ public final class Tensor implements AutoCloseable {
 
     /**
      * A tensor over the caller's host memory: element (i0, ..., in) at byte
-     * {@code dtype.byteSize() * sum(ik * strides[k])} of {@code segment}. No copy is made; the tensor owns
+     * {@code dtype.byteSize() * sum(ik * strides[k])} of {@code segment} (INT4: nibble {@code sum(ik * strides[k])}, see {@link DType#INT4}). No copy is made; the tensor owns
      * nothing unless {@code release} is given, which runs once when the tensor is closed (or, as a
      * backstop, becomes unreachable). The segment's scope stays the caller's: every use checks it is alive
      * ({@link IllegalStateException} otherwise), but closing its arena while a call on another thread is
@@ -575,13 +576,14 @@ public final class Tensor implements AutoCloseable {
         Objects.requireNonNull(dtype, "dtype");
         Objects.requireNonNull(shape, "shape");
         if (byteSize < 0) throw new IllegalArgumentException("negative byte size " + byteSize);
-        if (address % dtype.byteSize() != 0) {
+        if (address % alignment(dtype) != 0) {
             throw new IllegalArgumentException("address 0x" + Long.toHexString(address) + " is not aligned to " + dtype);
         }
         Layout contiguous = Layout.contiguous(shape);
         Layout layout = strides == null ? contiguous : Layout.strided(shape, strides);
+        requirePackable(dtype, layout);
         long span = layout.span();
-        if (span > byteSize / dtype.byteSize()) {
+        if (dtype.bytesFor(span) > byteSize) {
             throw new IllegalArgumentException("shape " + Arrays.toString(shape) + " with strides "
                     + Arrays.toString(layout.strides()) + " addresses " + span + " elements of " + dtype + ", more than the "
                     + byteSize + " bytes given");
@@ -601,7 +603,7 @@ public final class Tensor implements AutoCloseable {
         if (device().isCuda()) throw new UnsupportedOperationException("a CUDA tensor has no host segment; copyTo() a host segment");
         try (Storage.Lease lease = lease()) {
             MemorySegment all = ((HostStorage) storage).publicSegment();
-            MemorySegment view = all.asSlice(byteOffset(), layout.span() * dtype.byteSize());
+            MemorySegment view = all.asSlice(byteOffset(), dtype.bytesFor(layout.span()));
             return readOnly ? view.asReadOnly() : view;
         }
     }
@@ -609,7 +611,7 @@ public final class Tensor implements AutoCloseable {
     /**
      * Copies the elements, row-major and densely packed, as raw bytes in the platform's byte order (bf16
      * and fp16 as their 16-bit patterns) into {@code destination}, whose size must be
-     * {@code numel() * dtype().byteSize()}. Any device, any strides; synchronous (on the default stream for
+     * {@code dtype().bytesFor(numel())}. Any device, any strides; synchronous (on the default stream for
      * CUDA tensors).
      */
     public void copyTo(MemorySegment destination) {
@@ -620,7 +622,7 @@ public final class Tensor implements AutoCloseable {
 
     /**
      * Overwrites the elements, row-major, with the raw bytes of {@code source} (see
-     * {@link #copyTo(MemorySegment)}), whose size must be {@code numel() * dtype().byteSize()}. CUDA
+     * {@link #copyTo(MemorySegment)}), whose size must be {@code dtype().bytesFor(numel())}. CUDA
      * destinations must be contiguous; synchronous.
      */
     public void copyFrom(MemorySegment source) {
@@ -630,7 +632,7 @@ public final class Tensor implements AutoCloseable {
     }
 
     /**
-     * {@link #copyTo(MemorySegment)} into the buffer's next {@code numel() * dtype().byteSize()} bytes,
+     * {@link #copyTo(MemorySegment)} into the buffer's next {@code dtype().bytesFor(numel())} bytes,
      * advancing its position (the bytes are in the platform's order whatever the buffer's order setting).
      *
      * @throws java.nio.BufferOverflowException if fewer bytes remain
@@ -645,7 +647,7 @@ public final class Tensor implements AutoCloseable {
     }
 
     /**
-     * {@link #copyFrom(MemorySegment)} from the buffer's next {@code numel() * dtype().byteSize()} bytes,
+     * {@link #copyFrom(MemorySegment)} from the buffer's next {@code dtype().bytesFor(numel())} bytes,
      * advancing its position.
      *
      * @throws java.nio.BufferUnderflowException if fewer bytes remain
@@ -697,7 +699,7 @@ public final class Tensor implements AutoCloseable {
     }
 
     private long byteCount() {
-        return Math.multiplyExact(numel(), (long) dtype.byteSize());
+        return dtype.bytesFor(numel());
     }
 
     private void requireByteSize(long given, String what) {
@@ -712,7 +714,7 @@ public final class Tensor implements AutoCloseable {
     }
 
     private void require16Bit() {
-        if (dtype.byteSize() != 2) throw new UnsupportedOperationException("raw 16-bit access needs float16 or bfloat16, not " + dtype);
+        if (dtype.bits() != 16) throw new UnsupportedOperationException("raw 16-bit access needs float16 or bfloat16, not " + dtype);
     }
 
     /** Copies the elements' bytes, packed row-major, into {@code destination} (exactly that size). */
@@ -752,13 +754,13 @@ public final class Tensor implements AutoCloseable {
 
     private void gatherHost(MemorySegment destination) {
         MemorySegment segment = hostSegment();
-        int size = dtype.byteSize();
+        int size = unitBytes();
         if (isContiguous()) {
             MemorySegment.copy(segment, byteOffset(), destination, 0, byteCount());
             return;
         }
         long[] at = {0};
-        layout.forEachOffset(offset -> {
+        unitLayout().forEachOffset(offset -> {
             MemorySegment.copy(segment, offset * size, destination, at[0], size);
             at[0] += size;
         });
@@ -766,13 +768,13 @@ public final class Tensor implements AutoCloseable {
 
     private void scatterHost(MemorySegment source) {
         MemorySegment segment = hostSegment();
-        int size = dtype.byteSize();
+        int size = unitBytes();
         if (isContiguous()) {
             MemorySegment.copy(source, 0, segment, byteOffset(), byteCount());
             return;
         }
         long[] at = {0};
-        layout.forEachOffset(offset -> {
+        unitLayout().forEachOffset(offset -> {
             MemorySegment.copy(source, at[0], segment, offset * size, size);
             at[0] += size;
         });
@@ -841,7 +843,7 @@ public final class Tensor implements AutoCloseable {
 
     /** Byte offset of element (0, ..., 0) from the storage's byte 0. */
     long byteOffset() {
-        return layout.offset() * dtype.byteSize();
+        return dtype.bytesFor(layout.offset());  // INT4: the offset is even
     }
 
     Layout layout() {
@@ -864,18 +866,46 @@ public final class Tensor implements AutoCloseable {
         return ((HostStorage) storage).segment();
     }
 
+    /** The layout in units of whole bytes' worth of elements: the elements, or INT4's bytes of two. */
+    private Layout unitLayout() {
+        return dtype.isPacked() ? layout.packedBytes() : layout;
+    }
+
+    /** Bytes of one unit of {@link #unitLayout()}. */
+    private int unitBytes() {
+        return dtype.isPacked() ? 1 : dtype.byteSize();
+    }
+
+    private static int alignment(DType dtype) {
+        return dtype.isPacked() ? 1 : dtype.byteSize();
+    }
+
+    /** Bytes of {@code count} elements of {@code dtype}, for a tensor of {@code shape}. */
+    private static long byteSize(DType dtype, long count, long[] shape) {
+        try {
+            return dtype.bytesFor(count);
+        } catch (ArithmeticException e) {
+            throw new IllegalArgumentException("shape " + Arrays.toString(shape) + " is too large: its size in bytes overflows a long", e);
+        }
+    }
+
+    /** INT4 layouts must keep every row on a byte (see {@link DType#INT4}). */
+    private static void requirePackable(DType dtype, Layout layout) {
+        if (!dtype.isPacked()) return;
+        String problem = layout.packedProblem();
+        if (problem != null) throw new IllegalArgumentException(problem + " (" + layout + ")");
+    }
+
     private void readHost(float[] result) {
         MemorySegment segment = hostSegment();
-        int elementSize = dtype.byteSize();
         int[] i = {0};
-        layout.forEachOffset(offset -> result[i[0]++] = ElementCodec.get(segment, offset * elementSize, dtype));
+        layout.forEachOffset(offset -> result[i[0]++] = ElementCodec.get(segment, offset, dtype));
     }
 
     private void writeHost(float[] values) {
         MemorySegment segment = hostSegment();
-        int elementSize = dtype.byteSize();
         int[] i = {0};
-        layout.forEachOffset(offset -> ElementCodec.set(segment, offset * elementSize, dtype, values[i[0]++]));
+        layout.forEachOffset(offset -> ElementCodec.set(segment, offset, dtype, values[i[0]++]));
     }
 
     private void requireContiguousDeviceWrite() {
@@ -910,7 +940,7 @@ public final class Tensor implements AutoCloseable {
                 requireContiguousDeviceWrite();
                 try (Tensor staged = empty(dtype, Device.CPU, shape())) {
                     staged.writeHost(values);
-                    DeviceCopies.copyBytes(staged, this, numel() * dtype.byteSize(), stream.handle());
+                    DeviceCopies.copyBytes(staged, this, byteCount(), stream.handle());
                 }
             } else {
                 writeHost(values);
@@ -932,20 +962,20 @@ public final class Tensor implements AutoCloseable {
         }
         if (source.dtype == dtype && source.isContiguous() && isContiguous() && (source.device().isCuda() || device().isCuda())) {
             try (Storage.Lease a = leaseForWriting(); Storage.Lease b = source.lease()) {
-                DeviceCopies.copyBytes(source, this, numel() * dtype.byteSize(), stream.handle());
+                DeviceCopies.copyBytes(source, this, byteCount(), stream.handle());
             }
             return;
         }
         if (source.dtype == dtype && source.isContiguous() && isContiguous()) {
             try (Storage.Lease a = leaseForWriting(); Storage.Lease b = source.lease()) {
-                MemorySegment.copy(source.hostSegment(), source.byteOffset(), hostSegment(), byteOffset(), numel() * dtype.byteSize());
+                MemorySegment.copy(source.hostSegment(), source.byteOffset(), hostSegment(), byteOffset(), byteCount());
             }
             return;
         }
         if (source.dtype == dtype) {
             // Through the raw bytes: exact for every dtype (floats would round int32 beyond 2^24).
             try (Arena arena = Arena.ofConfined()) {
-                MemorySegment staged = arena.allocate(numel() * dtype.byteSize(), 64);
+                MemorySegment staged = arena.allocate(byteCount(), 64);
                 source.readBytes(staged, stream);
                 writeBytes(staged, stream);
             }
@@ -976,7 +1006,7 @@ public final class Tensor implements AutoCloseable {
         long span = layout.span();
         Tensor host = empty(dtype, Device.CPU, span);
         try {
-            DeviceCopies.copyBytes(this, host, span * dtype.byteSize(), stream.handle());
+            DeviceCopies.copyBytes(this, host, dtype.bytesFor(span), stream.handle());
             return new Tensor(host.storage, dtype, new Layout(layout.shapeCopy(), layout.stridesCopy(), 0), true);
         } catch (RuntimeException e) {
             host.close();
@@ -993,14 +1023,14 @@ public final class Tensor implements AutoCloseable {
             for (long start = 0; start < count; start += chunk) {
                 long n = Math.min(chunk, count - start);
                 Tensor part = new Tensor(storage, dtype, new Layout(new long[] {n}, new long[] {1}, layout.offset() + start), false);
-                DeviceCopies.copyBytes(staged, part, n * dtype.byteSize(), MemorySegment.NULL);
+                DeviceCopies.copyBytes(staged, part, dtype.bytesFor(n), MemorySegment.NULL);
             }
         }
     }
 
     private void fillBytes(int value) {
         try (Storage.Lease lease = leaseForWriting()) {
-            DeviceCopies.fillBytes(this, value, layout.span() * dtype.byteSize());
+            DeviceCopies.fillBytes(this, value, dtype.bytesFor(layout.span()));
         }
     }
 }

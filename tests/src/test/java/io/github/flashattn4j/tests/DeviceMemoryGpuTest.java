@@ -117,8 +117,9 @@ class DeviceMemoryGpuTest extends GpuTest {
     @EnumSource(DType.class)
     void zerosAndFullOnTheDevice(DType dtype) {
         try (TensorScope scope = TensorScope.open()) {
-            for (float x : scope.zeros(dtype, CUDA0, 1000, 3).toFloatArray()) assertEquals(0f, x);
-            for (float x : scope.track(Tensor.full(2.5f, dtype, CUDA0, 7, 9)).toFloatArray()) assertEquals(2.5f, x);
+            for (float x : scope.zeros(dtype, CUDA0, 1000, 4).toFloatArray()) assertEquals(0f, x);
+            float full = (float) Precision.round(2.5, dtype);  // the integer dtypes: 2
+            for (float x : scope.track(Tensor.full(2.5f, dtype, CUDA0, 7, 10)).toFloatArray()) assertEquals(full, x);
             Tensor empty = scope.zeros(dtype, CUDA0, 0, 4);  // no elements, no memory
             assertEquals(0, empty.toFloatArray().length);
         }

@@ -79,7 +79,9 @@ final class ExtremeInputs {
             case FLOAT32 -> Float.MAX_VALUE;
             case FLOAT16 -> 65504.0;
             case BFLOAT16 -> Float.intBitsToFloat(0x7f7f0000);
-            case INT32 -> throw new IllegalArgumentException("attention does not compute in int32");
+            case FLOAT8_E4M3FN -> 448.0;
+            case FLOAT8_E5M2 -> 57344.0;
+            case INT32, INT8, INT4 -> throw new IllegalArgumentException("attention does not compute in " + dtype);
         };
     }
 

@@ -26,7 +26,45 @@ final class Precision {
             case FLOAT16 -> Float.float16ToFloat(Float.floatToFloat16(f));
             case BFLOAT16 -> roundBf16(f);
             case INT32 -> (int) Math.rint(f);  // nearest, ties to even, saturating; NaN to 0
+            case INT8 -> Math.max(-128, Math.min(127, (int) Math.rint(f)));
+            case INT4 -> Math.max(-8, Math.min(7, (int) Math.rint(f)));
+            case FLOAT8_E4M3FN -> roundSmallFloat(f, E4M3, 464);
+            case FLOAT8_E5M2 -> roundSmallFloat(f, E5M2, 61440);
         };
+    }
+
+    /** The finite non-negative values of float8_e4m3fn and float8_e5m2 by code, from the formats' definitions. */
+    static final double[] E4M3 = smallFloatValues(3, 7, 0x7e);
+    static final double[] E5M2 = smallFloatValues(2, 15, 0x7b);
+
+    private static double[] smallFloatValues(int mantissaBits, int bias, int largestCode) {
+        double[] values = new double[largestCode + 1];
+        for (int code = 0; code <= largestCode; code++) {
+            int exponent = code >> mantissaBits, mantissa = code & ((1 << mantissaBits) - 1);
+            values[code] = exponent == 0 ? Math.scalb((double) mantissa, 1 - bias - mantissaBits)
+                    : Math.scalb(1 + mantissa / (double) (1 << mantissaBits), exponent - bias);
+        }
+        return values;
+    }
+
+    /**
+     * x rounded to the nearest of {@code values} (a format's finite magnitudes by code), ties to the even
+     * code, by search; from {@code overflow} on (the midpoint past the largest value) the format's overflow:
+     * NaN for e4m3fn (no infinity), infinity for e5m2.
+     */
+    static float roundSmallFloat(float x, double[] values, double overflow) {
+        if (Float.isNaN(x)) return Float.NaN;
+        double a = Math.abs((double) x);
+        boolean e4m3 = values == E4M3;
+        if (a > overflow || (a == overflow && !e4m3) || Double.isInfinite(a)) {
+            return e4m3 ? Float.NaN : Math.copySign(Float.POSITIVE_INFINITY, x);
+        }
+        int best = 0;
+        for (int code = 1; code < values.length; code++) {
+            double d = Math.abs(values[code] - a), bestD = Math.abs(values[best] - a);
+            if (d < bestD || (d == bestD && code % 2 == 0)) best = code;
+        }
+        return (float) Math.copySign(values[best], x);
     }
 
     /** Round-to-nearest-even to bfloat16, by adding half an ulp of the kept bits (NaN kept as NaN). */
@@ -59,7 +97,8 @@ final class Precision {
             case FLOAT32 -> 1e-5;
             case FLOAT16 -> 1e-4;
             case BFLOAT16 -> 1e-3;
-            case INT32 -> throw new IllegalArgumentException("attention does not compute in int32");
+            case INT32, INT8, INT4, FLOAT8_E4M3FN, FLOAT8_E5M2 ->
+                    throw new IllegalArgumentException("attention does not compute in " + dtype);
         };
     }
 

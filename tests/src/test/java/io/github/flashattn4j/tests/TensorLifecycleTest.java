@@ -153,7 +153,7 @@ class TensorLifecycleTest {
     }
 
     @ParameterizedTest
-    @EnumSource(value = DType.class, names = "INT32", mode = EnumSource.Mode.EXCLUDE)  // Int32TensorTest
+    @EnumSource(value = DType.class, names = {"FLOAT32", "FLOAT16", "BFLOAT16"})  // Int32TensorTest, QuantizedDTypeTest
     void dtypesRoundTripExactlyRepresentableValues(DType dtype) {
         float[] values = {1f, -2.5f, 0.125f, 1024f, -0.75f, 3f};
         try (Tensor t = Tensor.fromArray(values, dtype, Device.CPU, 2, 3)) {

@@ -23,6 +23,7 @@ import java.util.function.Function;
 
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assertions.fail;
 
@@ -95,8 +96,33 @@ class TensorPropertiesTest {
     }
 
     private static float valueOf(int element, DType dtype) {
-        // Small integers, exact in every dtype; distinct for every element a test tensor has.
-        return dtype == DType.FLOAT32 ? element + 1 : element % 251 + 1;
+        // Small integers, exact in every dtype; distinct for every element a test tensor has where the
+        // dtype has enough values (int8 255, the float8 ones about 250, int4 only 16).
+        return switch (dtype) {
+            case FLOAT32 -> element + 1;
+            case INT8 -> element % 255 - 127;
+            case INT4 -> element % 16 - 8;
+            case FLOAT8_E4M3FN -> (float) Precision.E4M3[element % 126 + 1] * (element / 126 % 2 == 0 ? 1 : -1);
+            case FLOAT8_E5M2 -> (float) Precision.E5M2[element % 123 + 1] * (element / 123 % 2 == 0 ? 1 : -1);
+            default -> element % 251 + 1;
+        };
+    }
+
+    /**
+     * Whether an INT4 tensor can have this view: rows of the innermost dimension consecutive, even in length
+     * and starting at even element offsets (so on bytes), at least one dimension; anything without elements.
+     */
+    private static boolean packable(Model m) {
+        long[] shape = m.shape();
+        if (shape.length == 0) return false;
+        long n = shape[shape.length - 1];
+        if (n % 2 != 0) return false;
+        int[] e = m.elements();
+        for (int row = 0; row < e.length; row += (int) n) {
+            if (e[row] % 2 != 0) return false;
+            for (int i = 1; i < n; i++) if (e[row + i] != e[row] + i) return false;
+        }
+        return true;
     }
 
     @Property(tries = 400)
@@ -111,15 +137,28 @@ class TensorPropertiesTest {
                 base[i] = valueOf(i, dtype);
                 all[i] = i;
             }
+            Model start = new Model(baseShape.clone(), all, false);
+            if (dtype == DType.INT4 && !packable(start)) {
+                assertThrows(IllegalArgumentException.class, () -> Tensor.fromArray(base, dtype, Device.CPU, baseShape));
+                return;
+            }
             Tensor owner = scope.fromArray(base, dtype, Device.CPU, baseShape);
             Tensor view = owner;
-            Model model = new Model(baseShape.clone(), all, false);
+            Model model = start;
             boolean ownerClosed = false;
             List<String> trace = new ArrayList<>();
             for (Step step : steps) {
                 trace.add(step + " on " + Arrays.toString(model.shape()));
                 Set<Class<? extends RuntimeException>> faults = new HashSet<>();
                 Model next = predict(step, model, faults);
+                boolean makesView = switch (step.op()) {
+                    case SLICE, SELECT, TRANSPOSE, RESHAPE -> true;
+                    default -> false;
+                };
+                // INT4 views must keep rows on bytes (DType.INT4).
+                if (dtype == DType.INT4 && makesView && faults.isEmpty() && !model.closed() && !packable(next)) {
+                    faults.add(IllegalArgumentException.class);
+                }
                 Object result;
                 Tensor current = view;
                 try {
@@ -345,10 +384,12 @@ class TensorPropertiesTest {
             count = count.multiply(BigInteger.valueOf(s));
             strides = strides.multiply(BigInteger.valueOf(Math.max(s, 1)));
         }
-        BigInteger bytes = count.multiply(BigInteger.valueOf(dtype.byteSize()));
+        BigInteger bytes = dtype == DType.INT4 ? count.add(BigInteger.ONE).shiftRight(1) : count.multiply(BigInteger.valueOf(dtype.byteSize()));
+        // INT4 shapes need a dimension and an even innermost size (DType.INT4).
+        boolean unpackable = dtype == DType.INT4 && (shape.length == 0 || shape[shape.length - 1] % 2 != 0);
         int length = !negative && count.bitLength() < 16 && Math.floorMod(arrayLength, 4) != 0 ? count.intValue() : Math.floorMod(arrayLength, 50);
         Class<? extends RuntimeException> expected = null;
-        if (negative || strides.bitLength() > 63 || bytes.bitLength() > 63) expected = IllegalArgumentException.class;
+        if (negative || strides.bitLength() > 63 || bytes.bitLength() > 63 || unpackable) expected = IllegalArgumentException.class;
         else if (factory == Factory.RANDN && count.compareTo(BigInteger.valueOf(Integer.MAX_VALUE - 8)) > 0) expected = IllegalArgumentException.class;
         else if (factory == Factory.FROM_ARRAY && !count.equals(BigInteger.valueOf(length))) expected = IllegalArgumentException.class;
         else if (bytes.bitLength() > 40) expected = FlashAttnException.OutOfMemory.class;

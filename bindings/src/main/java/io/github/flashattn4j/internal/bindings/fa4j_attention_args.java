@@ -39,6 +39,12 @@ import static java.lang.foreign.MemoryLayout.PathElement.*;
  *     int32_t window_left;
  *     int32_t window_right;
  *     int32_t num_threads;
+ *     int32_t quant_mode;
+ *     uint32_t quant_flags;
+ *     const fa4j_tensor *q_scale;
+ *     const fa4j_tensor *k_scale;
+ *     const fa4j_tensor *v_scale;
+ *     const fa4j_tensor *k_mean;
  *     const fa4j_tensor *k_cache;
  *     const fa4j_tensor *v_cache;
  *     const fa4j_tensor *block_table;
@@ -85,6 +91,12 @@ public class fa4j_attention_args {
         flashattn4j_h.C_INT.withName("window_left"),
         flashattn4j_h.C_INT.withName("window_right"),
         flashattn4j_h.C_INT.withName("num_threads"),
+        flashattn4j_h.C_INT.withName("quant_mode"),
+        flashattn4j_h.C_INT.withName("quant_flags"),
+        flashattn4j_h.C_POINTER.withName("q_scale"),
+        flashattn4j_h.C_POINTER.withName("k_scale"),
+        flashattn4j_h.C_POINTER.withName("v_scale"),
+        flashattn4j_h.C_POINTER.withName("k_mean"),
         flashattn4j_h.C_POINTER.withName("k_cache"),
         flashattn4j_h.C_POINTER.withName("v_cache"),
         flashattn4j_h.C_POINTER.withName("block_table"),
@@ -1160,6 +1172,270 @@ public class fa4j_attention_args {
      */
     public static void num_threads(MemorySegment struct, int fieldValue) {
         struct.set(num_threads$LAYOUT, num_threads$OFFSET, fieldValue);
+    }
+
+    private static final OfInt quant_mode$LAYOUT = (OfInt)$LAYOUT.select(groupElement("quant_mode"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * int32_t quant_mode
+     * }
+     */
+    public static final OfInt quant_mode$layout() {
+        return quant_mode$LAYOUT;
+    }
+
+    private static final long quant_mode$OFFSET = $LAYOUT.byteOffset(groupElement("quant_mode"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * int32_t quant_mode
+     * }
+     */
+    public static final long quant_mode$offset() {
+        return quant_mode$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * int32_t quant_mode
+     * }
+     */
+    public static int quant_mode(MemorySegment struct) {
+        return struct.get(quant_mode$LAYOUT, quant_mode$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * int32_t quant_mode
+     * }
+     */
+    public static void quant_mode(MemorySegment struct, int fieldValue) {
+        struct.set(quant_mode$LAYOUT, quant_mode$OFFSET, fieldValue);
+    }
+
+    private static final OfInt quant_flags$LAYOUT = (OfInt)$LAYOUT.select(groupElement("quant_flags"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * uint32_t quant_flags
+     * }
+     */
+    public static final OfInt quant_flags$layout() {
+        return quant_flags$LAYOUT;
+    }
+
+    private static final long quant_flags$OFFSET = $LAYOUT.byteOffset(groupElement("quant_flags"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * uint32_t quant_flags
+     * }
+     */
+    public static final long quant_flags$offset() {
+        return quant_flags$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * uint32_t quant_flags
+     * }
+     */
+    public static int quant_flags(MemorySegment struct) {
+        return struct.get(quant_flags$LAYOUT, quant_flags$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * uint32_t quant_flags
+     * }
+     */
+    public static void quant_flags(MemorySegment struct, int fieldValue) {
+        struct.set(quant_flags$LAYOUT, quant_flags$OFFSET, fieldValue);
+    }
+
+    private static final AddressLayout q_scale$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("q_scale"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *q_scale
+     * }
+     */
+    public static final AddressLayout q_scale$layout() {
+        return q_scale$LAYOUT;
+    }
+
+    private static final long q_scale$OFFSET = $LAYOUT.byteOffset(groupElement("q_scale"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *q_scale
+     * }
+     */
+    public static final long q_scale$offset() {
+        return q_scale$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *q_scale
+     * }
+     */
+    public static MemorySegment q_scale(MemorySegment struct) {
+        return struct.get(q_scale$LAYOUT, q_scale$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *q_scale
+     * }
+     */
+    public static void q_scale(MemorySegment struct, MemorySegment fieldValue) {
+        struct.set(q_scale$LAYOUT, q_scale$OFFSET, fieldValue);
+    }
+
+    private static final AddressLayout k_scale$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("k_scale"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *k_scale
+     * }
+     */
+    public static final AddressLayout k_scale$layout() {
+        return k_scale$LAYOUT;
+    }
+
+    private static final long k_scale$OFFSET = $LAYOUT.byteOffset(groupElement("k_scale"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *k_scale
+     * }
+     */
+    public static final long k_scale$offset() {
+        return k_scale$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *k_scale
+     * }
+     */
+    public static MemorySegment k_scale(MemorySegment struct) {
+        return struct.get(k_scale$LAYOUT, k_scale$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *k_scale
+     * }
+     */
+    public static void k_scale(MemorySegment struct, MemorySegment fieldValue) {
+        struct.set(k_scale$LAYOUT, k_scale$OFFSET, fieldValue);
+    }
+
+    private static final AddressLayout v_scale$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("v_scale"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *v_scale
+     * }
+     */
+    public static final AddressLayout v_scale$layout() {
+        return v_scale$LAYOUT;
+    }
+
+    private static final long v_scale$OFFSET = $LAYOUT.byteOffset(groupElement("v_scale"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *v_scale
+     * }
+     */
+    public static final long v_scale$offset() {
+        return v_scale$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *v_scale
+     * }
+     */
+    public static MemorySegment v_scale(MemorySegment struct) {
+        return struct.get(v_scale$LAYOUT, v_scale$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *v_scale
+     * }
+     */
+    public static void v_scale(MemorySegment struct, MemorySegment fieldValue) {
+        struct.set(v_scale$LAYOUT, v_scale$OFFSET, fieldValue);
+    }
+
+    private static final AddressLayout k_mean$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("k_mean"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *k_mean
+     * }
+     */
+    public static final AddressLayout k_mean$layout() {
+        return k_mean$LAYOUT;
+    }
+
+    private static final long k_mean$OFFSET = $LAYOUT.byteOffset(groupElement("k_mean"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *k_mean
+     * }
+     */
+    public static final long k_mean$offset() {
+        return k_mean$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *k_mean
+     * }
+     */
+    public static MemorySegment k_mean(MemorySegment struct) {
+        return struct.get(k_mean$LAYOUT, k_mean$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *k_mean
+     * }
+     */
+    public static void k_mean(MemorySegment struct, MemorySegment fieldValue) {
+        struct.set(k_mean$LAYOUT, k_mean$OFFSET, fieldValue);
     }
 
     private static final AddressLayout k_cache$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("k_cache"));

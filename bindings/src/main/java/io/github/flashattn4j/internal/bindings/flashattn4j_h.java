@@ -299,6 +299,24 @@ public class flashattn4j_h extends flashattn4j_h$shared {
     public static int FA4J_DTYPE_CODE_BFLOAT() {
         return FA4J_DTYPE_CODE_BFLOAT;
     }
+    private static final int FA4J_DTYPE_CODE_FLOAT8_E4M3FN = (int)10L;
+    /**
+     * {@snippet lang=c :
+     * enum fa4j_dtype_code.FA4J_DTYPE_CODE_FLOAT8_E4M3FN = 10
+     * }
+     */
+    public static int FA4J_DTYPE_CODE_FLOAT8_E4M3FN() {
+        return FA4J_DTYPE_CODE_FLOAT8_E4M3FN;
+    }
+    private static final int FA4J_DTYPE_CODE_FLOAT8_E5M2 = (int)12L;
+    /**
+     * {@snippet lang=c :
+     * enum fa4j_dtype_code.FA4J_DTYPE_CODE_FLOAT8_E5M2 = 12
+     * }
+     */
+    public static int FA4J_DTYPE_CODE_FLOAT8_E5M2() {
+        return FA4J_DTYPE_CODE_FLOAT8_E5M2;
+    }
     /**
      * {@snippet lang=c :
      * typedef struct fa4j_stream_opaque *fa4j_stream
@@ -1969,6 +1987,148 @@ public class flashattn4j_h extends flashattn4j_h$shared {
            throw new AssertionError("should not reach here", ex$);
         }
     }
+    private static final int FA4J_QUANT_NONE = (int)0L;
+    /**
+     * {@snippet lang=c :
+     * enum fa4j_quant_mode.FA4J_QUANT_NONE = 0
+     * }
+     */
+    public static int FA4J_QUANT_NONE() {
+        return FA4J_QUANT_NONE;
+    }
+    private static final int FA4J_QUANT_SAGE_INT8_FP8 = (int)1L;
+    /**
+     * {@snippet lang=c :
+     * enum fa4j_quant_mode.FA4J_QUANT_SAGE_INT8_FP8 = 1
+     * }
+     */
+    public static int FA4J_QUANT_SAGE_INT8_FP8() {
+        return FA4J_QUANT_SAGE_INT8_FP8;
+    }
+    private static final int FA4J_QUANT_SAGE_INT8_FP16 = (int)2L;
+    /**
+     * {@snippet lang=c :
+     * enum fa4j_quant_mode.FA4J_QUANT_SAGE_INT8_FP16 = 2
+     * }
+     */
+    public static int FA4J_QUANT_SAGE_INT8_FP16() {
+        return FA4J_QUANT_SAGE_INT8_FP16;
+    }
+    private static final int FA4J_QUANT_SAGE_INT4_FP8 = (int)3L;
+    /**
+     * {@snippet lang=c :
+     * enum fa4j_quant_mode.FA4J_QUANT_SAGE_INT4_FP8 = 3
+     * }
+     */
+    public static int FA4J_QUANT_SAGE_INT4_FP8() {
+        return FA4J_QUANT_SAGE_INT4_FP8;
+    }
+    private static final int FA4J_QUANT_SAGE_INT4_FP16 = (int)4L;
+    /**
+     * {@snippet lang=c :
+     * enum fa4j_quant_mode.FA4J_QUANT_SAGE_INT4_FP16 = 4
+     * }
+     */
+    public static int FA4J_QUANT_SAGE_INT4_FP16() {
+        return FA4J_QUANT_SAGE_INT4_FP16;
+    }
+    private static final int FA4J_QUANT_FP8 = (int)5L;
+    /**
+     * {@snippet lang=c :
+     * enum fa4j_quant_mode.FA4J_QUANT_FP8 = 5
+     * }
+     */
+    public static int FA4J_QUANT_FP8() {
+        return FA4J_QUANT_FP8;
+    }
+    private static final int FA4J_QUANT_OPERAND_Q = (int)0L;
+    /**
+     * {@snippet lang=c :
+     * enum fa4j_quant_operand.FA4J_QUANT_OPERAND_Q = 0
+     * }
+     */
+    public static int FA4J_QUANT_OPERAND_Q() {
+        return FA4J_QUANT_OPERAND_Q;
+    }
+    private static final int FA4J_QUANT_OPERAND_K = (int)1L;
+    /**
+     * {@snippet lang=c :
+     * enum fa4j_quant_operand.FA4J_QUANT_OPERAND_K = 1
+     * }
+     */
+    public static int FA4J_QUANT_OPERAND_K() {
+        return FA4J_QUANT_OPERAND_K;
+    }
+    private static final int FA4J_QUANT_OPERAND_V = (int)2L;
+    /**
+     * {@snippet lang=c :
+     * enum fa4j_quant_operand.FA4J_QUANT_OPERAND_V = 2
+     * }
+     */
+    public static int FA4J_QUANT_OPERAND_V() {
+        return FA4J_QUANT_OPERAND_V;
+    }
+
+    private static class fa4j_quantize {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            flashattn4j_h.C_INT,
+            flashattn4j_h.C_POINTER,
+            flashattn4j_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("fa4j_quantize");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_quantize(const fa4j_quantize_args *args, fa4j_stream stream)
+     * }
+     */
+    public static FunctionDescriptor fa4j_quantize$descriptor() {
+        return fa4j_quantize.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_quantize(const fa4j_quantize_args *args, fa4j_stream stream)
+     * }
+     */
+    public static MethodHandle fa4j_quantize$handle() {
+        return fa4j_quantize.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * fa4j_status fa4j_quantize(const fa4j_quantize_args *args, fa4j_stream stream)
+     * }
+     */
+    public static MemorySegment fa4j_quantize$address() {
+        return fa4j_quantize.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * fa4j_status fa4j_quantize(const fa4j_quantize_args *args, fa4j_stream stream)
+     * }
+     */
+    public static int fa4j_quantize(MemorySegment args, MemorySegment stream) {
+        var mh$ = fa4j_quantize.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("fa4j_quantize", args, stream);
+            }
+            return (int)mh$.invokeExact(args, stream);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
     private static final int FA4J_WINDOW_UNBOUNDED = (int)-1L;
     /**
      * {@snippet lang=c :
@@ -1977,6 +2137,24 @@ public class flashattn4j_h extends flashattn4j_h$shared {
      */
     public static int FA4J_WINDOW_UNBOUNDED() {
         return FA4J_WINDOW_UNBOUNDED;
+    }
+    private static final int FA4J_QUANT_NO_SMOOTH_K = (int)1L;
+    /**
+     * {@snippet lang=c :
+     * #define FA4J_QUANT_NO_SMOOTH_K 1
+     * }
+     */
+    public static int FA4J_QUANT_NO_SMOOTH_K() {
+        return FA4J_QUANT_NO_SMOOTH_K;
+    }
+    private static final int FA4J_QUANT_NO_SMOOTH_Q = (int)2L;
+    /**
+     * {@snippet lang=c :
+     * #define FA4J_QUANT_NO_SMOOTH_Q 2
+     * }
+     */
+    public static int FA4J_QUANT_NO_SMOOTH_Q() {
+        return FA4J_QUANT_NO_SMOOTH_Q;
     }
 }
 

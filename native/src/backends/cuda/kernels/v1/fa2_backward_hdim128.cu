@@ -1,12 +1,9 @@
 // Backward kernels for head dims 72 to 128 (fp16 and bf16, causal and not); head dims below 128 run
 // with the columns past their end zero-filled.
-#include "backends/cuda/kernels/fa2_backward_kernel.cuh"
+#include "backends/cuda/kernels/v1/fa2_backward_kernel.cuh"
 
-#ifdef FA4J_BWD_TUNING
-#include <cstdlib>
-#endif
 
-namespace fa4j::cuda::fa2bwd {
+namespace fa4j::cuda::v1::fa2bwd {
 
 // 64 query rows per step, 128 keys per CTA. dK and dV for 128 keys take 128 of the 255 registers, so
 // the query tile stays at 64 rows (32 registers each for S/P and dP). S/dP and dQ as 2 x 4 warps of
@@ -24,20 +21,7 @@ constexpr bool kHdim128Stagger = false;
 
 template <>
 void run_backward<128>(const Params& p, bool bf16, bool causal, cudaStream_t stream) {
-#ifdef FA4J_BWD_TUNING  // measurement builds only: FA4J_BWD_VARIANT picks another shape, FA4J_BWD_STAGGER 0/1
-    const char* variant = std::getenv("FA4J_BWD_VARIANT");
-    const char* stagger_env = std::getenv("FA4J_BWD_STAGGER");
-    const int v = variant ? std::atoi(variant) : 0;
-    const bool stagger = stagger_env ? std::atoi(stagger_env) != 0 : kHdim128Stagger;
-    if (v == 1) return dispatch_backward<BwdTile<128, 64, 128, 2, 4, 2, DqWrite::kAtomic2>>(p, bf16, causal, stagger, stream);
-    if (v == 2) return dispatch_backward<BwdTile<128, 64, 128, 2, 4, 2, DqWrite::kAtomic4>>(p, bf16, causal, stagger, stream);
-    if (v == 3) return dispatch_backward<BwdTile<128, 64, 128, 2, 4, 2, DqWrite::kBulk, 1, false, false>>(p, bf16, causal, stagger, stream);
-    if (v == 4) return dispatch_backward<BwdTile<128, 64, 128, 2, 4, 2, DqWrite::kBulk, 2>>(p, bf16, causal, stagger, stream);
-    if (v == 5) return dispatch_backward<BwdTile<128, 64, 128, 2, 4, 2, DqWrite::kAtomic4, 2>>(p, bf16, causal, stagger, stream);
-    return dispatch_backward<Hdim128Tile>(p, bf16, causal, stagger, stream);
-#else
     dispatch_backward<Hdim128Tile>(p, bf16, causal, kHdim128Stagger, stream);
-#endif
 }
 
-}  // namespace fa4j::cuda::fa2bwd
+}  // namespace fa4j::cuda::v1::fa2bwd

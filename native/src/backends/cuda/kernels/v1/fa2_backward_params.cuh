@@ -7,7 +7,7 @@
 
 #include <cuda_runtime_api.h>
 
-namespace fa4j::cuda::fa2bwd {
+namespace fa4j::cuda::v1::fa2bwd {
 
 // One [batch, seq, head, head_dim] tensor: data points at element (0,0,0,0); head_dim is contiguous.
 struct SeqPtr {
@@ -55,4 +55,4 @@ void run_backward<64>(const Params&, bool, bool, cudaStream_t);
 template <>
 void run_backward<128>(const Params&, bool, bool, cudaStream_t);
 
-}  // namespace fa4j::cuda::fa2bwd
+}  // namespace fa4j::cuda::v1::fa2bwd

@@ -35,10 +35,10 @@
 #include <string>
 
 #include "backends/cuda/cuda_check.cuh"
-#include "backends/cuda/kernels/fa2_backward_params.cuh"
+#include "backends/cuda/kernels/v1/fa2_backward_params.cuh"
 #include "core/softmax_scale.hpp"
 
-namespace fa4j::cuda::fa2bwd {
+namespace fa4j::cuda::v1::fa2bwd {
 
 constexpr int kThreads = 256;  // 8 warps per CTA, one CTA per SM (dK/dV accumulators take most registers)
 constexpr int kWarps = kThreads / 32;
@@ -872,4 +872,4 @@ void dispatch_backward(const Params& p, bool bf16, bool causal, bool stagger, cu
     }
 }
 
-}  // namespace fa4j::cuda::fa2bwd
+}  // namespace fa4j::cuda::v1::fa2bwd

@@ -1,12 +1,9 @@
 // Backward kernels for head dims up to 64 (fp16 and bf16, causal and not); head dims below 64 run here
 // with the columns past their end zero-filled.
-#include "backends/cuda/kernels/fa2_backward_kernel.cuh"
+#include "backends/cuda/kernels/v1/fa2_backward_kernel.cuh"
 
-#ifdef FA4J_BWD_TUNING
-#include <cstdlib>
-#endif
 
-namespace fa4j::cuda::fa2bwd {
+namespace fa4j::cuda::v1::fa2bwd {
 
 // 128 query rows per step, 128 keys per CTA: dK/dV take 64 registers, S/P and dP 64 each. Twice the
 // FLOPs of a 64-row step per barrier pair and per lse/D load; S/dP as 2 x 4 warps of 64 x 32, dK/dV and
@@ -23,21 +20,7 @@ constexpr bool kHdim64Stagger = false;
 
 template <>
 void run_backward<64>(const Params& p, bool bf16, bool causal, cudaStream_t stream) {
-#ifdef FA4J_BWD_TUNING  // measurement builds only: FA4J_BWD_VARIANT picks another shape, FA4J_BWD_STAGGER 0/1
-    const char* variant = std::getenv("FA4J_BWD_VARIANT");
-    const char* stagger_env = std::getenv("FA4J_BWD_STAGGER");
-    const int v = variant ? std::atoi(variant) : 0;
-    const bool stagger = stagger_env ? std::atoi(stagger_env) != 0 : kHdim64Stagger;
-    if (v == 1) return dispatch_backward<BwdTile<64, 64, 128, 2, 4, 2, DqWrite::kAtomic2>>(p, bf16, causal, stagger, stream);
-    if (v == 2) return dispatch_backward<BwdTile<64, 128, 128, 2, 4, 4, DqWrite::kAtomic2>>(p, bf16, causal, stagger, stream);
-    if (v == 3) return dispatch_backward<BwdTile<64, 128, 128, 2, 4, 4, DqWrite::kAtomic4>>(p, bf16, causal, stagger, stream);
-    if (v == 4) return dispatch_backward<BwdTile<64, 128, 128, 2, 4, 4, DqWrite::kBulk, 1, false, false>>(p, bf16, causal, stagger, stream);
-    if (v == 5) return dispatch_backward<BwdTile<64, 128, 128, 4, 4, 4, DqWrite::kBulk>>(p, bf16, causal, stagger, stream);
-    if (v == 6) return dispatch_backward<BwdTile<64, 128, 128, 2, 4, 4, DqWrite::kBulk, 1, true>>(p, bf16, causal, stagger, stream);
-    return dispatch_backward<Hdim64Tile>(p, bf16, causal, stagger, stream);
-#else
     dispatch_backward<Hdim64Tile>(p, bf16, causal, kHdim64Stagger, stream);
-#endif
 }
 
-}  // namespace fa4j::cuda::fa2bwd
+}  // namespace fa4j::cuda::v1::fa2bwd

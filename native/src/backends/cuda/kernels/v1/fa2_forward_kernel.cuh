@@ -21,10 +21,10 @@
 #include <cuda_runtime.h>
 
 #include "backends/cuda/cuda_check.cuh"
-#include "backends/cuda/kernels/fa2_common.cuh"
-#include "backends/cuda/kernels/fa2_forward.hpp"
+#include "backends/cuda/kernels/v1/fa2_common.cuh"
+#include "backends/cuda/kernels/v1/fa2_forward.hpp"
 
-namespace fa4j::cuda::fa2 {
+namespace fa4j::cuda::v1::fa2 {
 
 // The tile shape of one forward kernel; every loop bound below derives from these.
 template <int kHeadDim_, int kBlockM_, int kBlockN_, int kWarps_, int kStages_, int kMinBlocksPerSm_>
@@ -366,4 +366,4 @@ void dispatch_forward(const ForwardParams& p, Elem elem, bool causal, cudaStream
     }
 }
 
-}  // namespace fa4j::cuda::fa2
+}  // namespace fa4j::cuda::v1::fa2
