@@ -124,6 +124,10 @@ void load_row(DType dtype, const char* src, int64_t d, float* dst) {
         case DType::BF16:
             for (int64_t c = 0; c < d; ++c) dst[c] = bf16_to_float(reinterpret_cast<const uint16_t*>(src)[c]);
             return;
+        case DType::F8E4M3:
+        case DType::F8E5M2:
+        case DType::I8:
+        case DType::I4: break;  // quantized data: refused by validation (require_compute_dtype)
     }
 }
 
@@ -139,6 +143,10 @@ void store_row(DType dtype, char* dst, const float* src, int64_t d) {
             for (int64_t c = 0; c < d; ++c)
                 reinterpret_cast<uint16_t*>(dst)[c] = float_to_bf16(std::clamp(src[c], -Bf16Elem::kMaxFinite, Bf16Elem::kMaxFinite));
             return;
+        case DType::F8E4M3:
+        case DType::F8E5M2:
+        case DType::I8:
+        case DType::I4: break;  // quantized data: refused by validation (require_compute_dtype)
     }
 }
 
