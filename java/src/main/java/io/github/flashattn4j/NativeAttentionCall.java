@@ -2,6 +2,7 @@ package io.github.flashattn4j;
 
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import java.util.Arrays;
 import java.util.List;
 
 /**
@@ -63,7 +64,13 @@ interface NativeAttentionCall {
         MemorySegment[] described = new MemorySegment[shapes.length];
         long address = UNALLOCATED_BASE;
         for (int i = 0; i < shapes.length; i++) {
-            long bytes = Layout.multiply(Layout.contiguous(shapes[i]).elementCount(), dtypes[i].byteSize(), shapes[i]);
+            long bytes;
+            try {
+                bytes = dtypes[i].bytesFor(Layout.contiguous(shapes[i]).elementCount());  // INT4 included
+            } catch (ArithmeticException e) {
+                throw new IllegalArgumentException("output " + outputNames().get(i) + " of shape " + Arrays.toString(shapes[i])
+                        + " is too large: its size in bytes overflows a long", e);
+            }
             described[i] = TensorDescriptors.describeUnallocated(dtypes[i], device(), shapes[i], address, arena);
             // Wraps only for outputs of 2^62 bytes, which no call could allocate either.
             address += (bytes + ALLOCATION_ALIGNMENT - 1) & -ALLOCATION_ALIGNMENT;
