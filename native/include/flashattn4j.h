@@ -368,9 +368,21 @@ typedef enum fa4j_kernel_family {
     FA4J_KERNEL_SM90 = 3   /* Hopper kernels on TMA + wgmma: CUDA tensors on sm_90 */
 } fa4j_kernel_family;
 
+/* What a call computes; each direction reads and writes its own set of the arguments struct's tensors.
+ * KV-cache attention is a direction of its own rather than a flag on FORWARD because its contract differs:
+ * it reads caches, cache lengths and a block table instead of k and v, and it writes into its inputs (the
+ * append). As a direction it is one validation path that refuses every field it does not use, and one
+ * answer of the capability query; a flag would pair with backward and varlen fields that would each need
+ * a refusal of their own. */
 typedef enum fa4j_attention_direction {
     FA4J_ATTENTION_FORWARD = 0,
-    FA4J_ATTENTION_BACKWARD = 1
+    FA4J_ATTENTION_BACKWARD = 1,
+    /* Forward of new tokens' queries against a KV cache, appending their keys and values first (the KV
+     * cache block of fa4j_attention_args). */
+    FA4J_ATTENTION_DECODE = 2,
+    /* Merges partial attention results (out, lse) of the same queries over disjoint key sets into the
+     * attention over their union (the KV cache block of fa4j_attention_args). */
+    FA4J_ATTENTION_MERGE = 3
 } fa4j_attention_direction;
 
 /* window_left / window_right value meaning "no bound on that side". */
@@ -384,6 +396,9 @@ typedef enum fa4j_attention_direction {
  * Tensors (NULL where the direction does not use them):
  *   forward:  q, k, v in; out, lse out.
  *   backward: dout, q, k, v, out, lse in; dq, dk, dv out (overwritten).
+ *   decode:   q, k_cache, v_cache, block_table, cache_seqlens, k_new, v_new, prefix_k, prefix_v in; out, lse
+ *             (optional) out; k_cache, v_cache written where k_new, v_new are appended (see below the struct).
+ *   merge:    merge_out[], merge_lse[] in; out, lse (optional) out (see below the struct).
  * Dense layouts are those of fa4j_attention_forward. Variable-length ("varlen") batches, as
  * flash_attn_varlen_func: set cu_seqlens_q and cu_seqlens_k (int32 [batch + 1], non-decreasing, from 0:
  * sequence b's tokens are rows cu_seqlens[b] .. cu_seqlens[b+1] - 1) and pass q, out, dout, dq as
@@ -442,7 +457,93 @@ typedef struct fa4j_attention_args {
     const fa4j_tensor* v_scale;
     const fa4j_tensor* k_mean;     /* optional, pre-quantized k only: float32 [batch, heads_kv, head_dim],
                                     * the mean the caller subtracted from k (lse correction) */
+
+    /* ---- KV cache (decode) ----
+     * Used by FA4J_ATTENTION_DECODE and FA4J_ATTENTION_MERGE (described below the struct); NULL / 0 for
+     * the other directions. */
+    const fa4j_tensor* k_cache;        /* decode: dense [batch, capacity, heads_kv, head_dim] or paged
+                                        * [num_pages, page_size, heads_kv, head_dim] */
+    const fa4j_tensor* v_cache;        /* decode: the shape of k_cache */
+    const fa4j_tensor* block_table;    /* decode, paged caches: int32 [batch, max_pages]; NULL: dense caches */
+    const fa4j_tensor* cache_seqlens;  /* decode: int32 [batch], keys each sequence's cache holds before the call */
+    const fa4j_tensor* k_new;          /* decode, optional: [batch, seqlen_new, heads_kv, head_dim], appended */
+    const fa4j_tensor* v_new;          /* decode, optional: the shape of k_new, appended */
+    const fa4j_tensor* prefix_k;       /* decode, optional: [prefix_len, heads_kv, head_dim], shared by all sequences */
+    const fa4j_tensor* prefix_v;       /* decode, optional: the shape of prefix_k */
+    const fa4j_tensor* const* merge_out; /* merge: merge_count partial outputs [batch, seqlen, heads, head_dim] */
+    const fa4j_tensor* const* merge_lse; /* merge: their float32 lse [batch, heads, seqlen] */
+    int32_t merge_count;               /* merge: number of partial results, >= 1 */
+    int32_t num_splits;                /* decode: key splits per sequence; 0 = heuristic, 1..FA4J_DECODE_MAX_SPLITS forced */
 } fa4j_attention_args;
+
+/* The largest num_splits a decode call may force. */
+#define FA4J_DECODE_MAX_SPLITS 256
+
+/*
+ * ---- KV-cache attention: direction FA4J_ATTENTION_DECODE ----
+ * flash_attn_with_kvcache's semantics. Sequence b of the batch has a cache of keys and values, of which the
+ * first cache_seqlens[b] = L_b positions are filled; the call
+ *   1. appends the new tokens' keys and values, when k_new and v_new are given: k_new[b, t] is written to
+ *      position L_b + t of k_cache (likewise v), for t < seqlen_new, in place. cache_seqlens is not written:
+ *      the caller advances it by seqlen_new afterwards;
+ *   2. computes attention of q against positions 0 .. Nk_b - 1 of the cache, Nk_b = L_b + seqlen_new
+ *      (seqlen_new = 0 without k_new), into out and, if given, lse.
+ * Tensors:
+ *   q, out          [batch, seqlen_q, heads_q, head_dim]; out has q's dtype, or float32 (partial results to
+ *                   merge without rounding); lse (optional, NULL: not written) float32 [batch, heads_q, seqlen_q]
+ *   k_cache, v_cache dense: [batch, capacity, heads_kv, head_dim], position p of sequence b at [b, p];
+ *                   paged: [num_pages, page_size, heads_kv, head_dim] with block_table int32 [batch, max_pages]:
+ *                   position p of sequence b is slot p % page_size of page block_table[b, p / page_size];
+ *                   capacity = max_pages * page_size. page_size: any multiple of 8. Entries past a sequence's
+ *                   used pages (ceil(Nk_b / page_size)) are never read (e.g. -1).
+ *   cache_seqlens   int32 [batch], contiguous
+ *   k_new, v_new    [batch, seqlen_new, heads_kv, head_dim], both or neither
+ *   prefix_k/v      a shared prefix (cascade attention, Hydragen): keys and values that precede every
+ *                   sequence's own keys, stored once. Each query then attends prefix_len + Nk_b keys: every
+ *                   prefix key (never masked) and its own keys as above. Computed as attention of all the
+ *                   queries of the batch against the prefix, read once, merged with the per-sequence results
+ *                   by log-sum-exp. Windows and ALiBi are refused with a prefix (FA4J_ERROR_UNSUPPORTED).
+ * q, the caches, k_new, v_new and the prefix share one dtype (float32, float16 or bfloat16); every tensor is
+ * on one device; head_dim is contiguous, other strides are free. Unused fields must be NULL / 0: k, v, dout,
+ * dq, dk, dv, cu_seqlens_q/k, seqused_k, max_seqlen_q/k, merge_*.
+ * Scores are those of fa4j_attention_args with Nq = seqlen_q and Nk = Nk_b: masks and ALiBi are aligned to the
+ * end of the sequence's keys (bottom-right), so with seqlen_new == seqlen_q and causal, new token t attends
+ * positions 0 .. L_b + t (itself and the tokens before it), as in speculative decoding and chunked prefill.
+ * GQA/MQA, softcap, windows, ALiBi, any head dim of fa4j_attention_args. seqlen_q may be 0 (append only).
+ *
+ * Refused before anything is written (FA4J_ERROR_INVALID_ARGUMENT unless said otherwise): everything
+ * fa4j_attention checks for a forward, shapes of the caches, block table and lengths, outputs overlapping
+ * inputs (the caches count as outputs when appending), and, for CPU tensors, whose metadata is read on the
+ * host: cache_seqlens[b] outside 0 .. capacity; an append past capacity (L_b + seqlen_new > capacity); a
+ * block table entry of a used page outside 0 .. num_pages - 1; a page an append writes to that appears
+ * anywhere else among the used entries of the block table (another sequence's, or twice in one). For CUDA
+ * tensors these values are not read on the host: the kernels (not implemented yet: CUDA decode is refused
+ * with FA4J_ERROR_UNSUPPORTED for now) must clamp what they say, never read or write outside the tensors,
+ * skip an append past capacity, and report bad metadata through the per-device flag that the next
+ * synchronising call turns into FA4J_ERROR_INVALID_ARGUMENT, as for varlen metadata.
+ *
+ * Split-KV: each sequence's keys (and the prefix) are cut into splits of consecutive keys, computed
+ * independently into float32 partial results and merged exactly as FA4J_ATTENTION_MERGE does, in key order
+ * (prefix splits first). num_splits = 0 lets a heuristic choose from batch, heads, key counts and the
+ * device's parallelism (CPU: its threads); a forced count gives the same result up to float32 rounding.
+ * The query heads that share a KV head are processed together, so each key and value row is read once
+ * per split (GQA packing).
+ *
+ * ---- Merging partial results: direction FA4J_ATTENTION_MERGE ----
+ * merge_count partial results (merge_out[s], merge_lse[s]) of attention of the same queries over disjoint
+ * key sets: merge_out[s] [batch, seqlen, heads, head_dim] of any float dtype, merge_lse[s] float32
+ * [batch, heads, seqlen]. Writes out [batch, seqlen, heads, head_dim] (any float dtype, saturating) and,
+ * if given, lse [batch, heads, seqlen]: the attention over the union of the key sets. Per row, in float32,
+ * s ascending:
+ *     m = max_s lse_s;   w_s = exp(lse_s - m);   W = sum_s w_s;
+ *     out = sum_s (w_s / W) * out_s;   lse = m + log(W)
+ * A result with lse_s = -inf (its queries attended no key) has weight 0 and its out_s is not read; if every
+ * lse_s is -inf, out = 0 and lse = -inf. A NaN or +inf lse_s gives NaN. This is what a shared prefix needs:
+ * out = merge((out_prefix, lse_prefix), (out_suffix, lse_suffix)). Varlen results ([total, heads, head_dim],
+ * lse [heads, total]) merge as batch 1 views. Outputs may not overlap the inputs. Unused fields must be
+ * NULL / 0 (q, k, v, alibi_slopes, the KV cache tensors, num_splits, ...); the score options (softmax_scale,
+ * softcap, causal, windows) are ignored; num_threads and kernel_family apply. head_dim: any.
+ */
 
 /* Runs the call `args` describes: queued on `stream` on CUDA, finished on return on the CPU. */
 FA4J_API fa4j_status fa4j_attention(const fa4j_attention_args* args, fa4j_stream stream);
@@ -452,7 +553,8 @@ FA4J_API fa4j_status fa4j_attention(const fa4j_attention_args* args, fa4j_stream
  * copied into `reason` (NUL-terminated, truncated to reason_capacity; reason may be NULL when
  * reason_capacity is 0). Validates exactly as fa4j_attention does (arguments, shapes, devices, features,
  * kernel family) but launches nothing, allocates nothing and reads no tensor data except host-side
- * sequence lengths, so outputs may be described at addresses that hold no memory. Returns FA4J_OK
+ * sequence lengths, cache lengths and block tables, so outputs may be described at addresses that hold no
+ * memory. Returns FA4J_OK
  * whenever it could answer, also for a call that would fail. */
 FA4J_API fa4j_status fa4j_attention_support(const fa4j_attention_args* args, int32_t* status, char* reason,
                                             size_t reason_capacity);

@@ -3,8 +3,10 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "core/dtype.hpp"
+#include "core/kv_cache.hpp"
 
 namespace fa4j {
 
@@ -117,6 +119,43 @@ struct BackwardProblem {
     SeqTensor dout, q, k, v, out;
     LseTensor lse;
     SeqTensor dq, dk, dv;
+};
+
+// KV-cache attention (FA4J_ATTENTION_DECODE). config.shape: batch, seqlen_q = new queries, seqlen_k = the
+// capacity (no sequence holds more keys), heads, head_dim; config.varlen is off. Sequence b attends its
+// first cache_seqlens[b] + seqlen_new cache positions, after k_new/v_new have been written at
+// cache_seqlens[b] .. (+ seqlen_new), and, with a prefix, the prefix's keys before them.
+struct DecodeProblem {
+    AttentionConfig config;
+    SeqTensor q;
+    KvCacheLayout cache;
+    CacheTensor k_cache, v_cache;
+    const int32_t* cache_seqlens;  // [batch], on the call's device (CPU: checked)
+    SeqTensor k_new, v_new;        // data null: nothing to append
+    int64_t seqlen_new;            // 0 without k_new
+    SeqTensor prefix_k, prefix_v;  // [prefix_len, heads_kv, head_dim] as batch stride 0; data null: no prefix
+    int64_t prefix_len;
+    bool has_prefix;
+    SeqTensor out;
+    DType out_dtype;  // q's dtype or F32
+    LseTensor lse;    // data null: not written
+    int num_splits;   // 0: heuristic
+};
+
+// One partial result of FA4J_ATTENTION_MERGE: out [batch, seqlen, heads, head_dim] and lse [batch, heads, seqlen].
+struct MergeState {
+    SeqTensor out;
+    DType dtype;
+    LseTensor lse;
+};
+
+struct MergeProblem {
+    int64_t batch, seqlen, heads, head_dim;
+    std::vector<MergeState> states;
+    SeqTensor out;
+    DType out_dtype;
+    LseTensor lse;  // data null: not written
+    int num_threads;
 };
 
 }  // namespace fa4j

@@ -10,6 +10,7 @@
 
 #include "core/error.hpp"
 #include "core/quantization.hpp"
+#include "core/score_mask.hpp"
 #include "core/softmax_scale.hpp"
 #include "core/tensor_checks.hpp"
 
@@ -57,6 +58,17 @@ struct Common {
     DType operand_dtypes[3];   // of q, k, v (quantized calls may mix them)
 };
 
+// Heads (GQA: a multiple) and the head dim every attention kernel supports; `keys` names the key tensors.
+void check_heads(const AttentionShape& s, const char* keys) {
+    require(s.heads_q >= 1 && s.heads_kv >= 1, std::string("the number of heads of q, ") + keys + " must be at least 1");
+    require(s.heads_q % s.heads_kv == 0, "heads of q (" + std::to_string(s.heads_q) + ") must be a multiple of heads of " +
+                                             keys + " (" + std::to_string(s.heads_kv) + ")");
+    if (s.head_dim < kHeadDimMultiple || s.head_dim > kMaxHeadDim || s.head_dim % kHeadDimMultiple != 0)
+        fail(FA4J_ERROR_UNSUPPORTED, "head_dim " + std::to_string(s.head_dim) + " is not supported: it must be a multiple of " +
+                                         std::to_string(kHeadDimMultiple) + " between " + std::to_string(kHeadDimMultiple) +
+                                         " and " + std::to_string(kMaxHeadDim));
+}
+
 // Plain attention computes on float32, float16 and bfloat16; quantized dtypes need a quant_mode.
 void require_compute_dtype(DType dtype, const char* name) {
     if (is_compute_dtype(dtype)) return;
@@ -97,13 +109,7 @@ Common check_qkv(const fa4j_tensor* q, const fa4j_tensor* k, const fa4j_tensor* 
         require_shape(*k, "k", {s.batch, k->shape[1], k->shape[2], s.head_dim});
         require_shape(*v, "v", {s.batch, s.seqlen_k, s.heads_kv, s.head_dim});
     }
-    require(s.heads_q >= 1 && s.heads_kv >= 1, "the number of heads of q, k and v must be at least 1");
-    require(s.heads_q % s.heads_kv == 0, "heads of q (" + std::to_string(s.heads_q) +
-                                             ") must be a multiple of heads of k and v (" + std::to_string(s.heads_kv) + ")");
-    if (s.head_dim < kHeadDimMultiple || s.head_dim > kMaxHeadDim || s.head_dim % kHeadDimMultiple != 0)
-        fail(FA4J_ERROR_UNSUPPORTED, "head_dim " + std::to_string(s.head_dim) + " is not supported: it must be a multiple of " +
-                                         std::to_string(kHeadDimMultiple) + " between " + std::to_string(kHeadDimMultiple) +
-                                         " and " + std::to_string(kMaxHeadDim));
+    check_heads(s, "k and v");
     return c;
 }
 
@@ -390,15 +396,389 @@ fa4j_attention_args read_args(const fa4j_attention_args* args) {
     return a;
 }
 
+const char* direction_name(int32_t direction) {
+    switch (direction) {
+        case FA4J_ATTENTION_FORWARD: return "FA4J_ATTENTION_FORWARD";
+        case FA4J_ATTENTION_BACKWARD: return "FA4J_ATTENTION_BACKWARD";
+        case FA4J_ATTENTION_DECODE: return "FA4J_ATTENTION_DECODE";
+        case FA4J_ATTENTION_MERGE: return "FA4J_ATTENTION_MERGE";
+    }
+    return "?";
+}
+
+// A field the direction does not use must be NULL (or 0): a caller who sets it meant another call.
+void require_unused(bool unused, const char* field, const fa4j_attention_args& a) {
+    require(unused, std::string(field) + " must be NULL (or 0) for " + direction_name(a.direction) + ": that direction does not use it");
+}
+
+// The KV cache block, unused by forward and backward.
+void require_no_kv_cache_fields(const fa4j_attention_args& a) {
+    require_unused(a.k_cache == nullptr, "k_cache", a);
+    require_unused(a.v_cache == nullptr, "v_cache", a);
+    require_unused(a.block_table == nullptr, "block_table", a);
+    require_unused(a.cache_seqlens == nullptr, "cache_seqlens", a);
+    require_unused(a.k_new == nullptr, "k_new", a);
+    require_unused(a.v_new == nullptr, "v_new", a);
+    require_unused(a.prefix_k == nullptr, "prefix_k", a);
+    require_unused(a.prefix_v == nullptr, "prefix_v", a);
+    require_unused(a.merge_out == nullptr, "merge_out", a);
+    require_unused(a.merge_lse == nullptr, "merge_lse", a);
+    require_unused(a.merge_count == 0, "merge_count", a);
+    require_unused(a.num_splits == 0, "num_splits", a);
+}
+
+// The fields of dense and varlen attention that decode and merge do not use.
+void require_no_attention_fields(const fa4j_attention_args& a) {
+    require_unused(a.k == nullptr, "k", a);
+    require_unused(a.v == nullptr, "v", a);
+    require_unused(a.dout == nullptr, "dout", a);
+    require_unused(a.dq == nullptr, "dq", a);
+    require_unused(a.dk == nullptr, "dk", a);
+    require_unused(a.dv == nullptr, "dv", a);
+    require_unused(a.cu_seqlens_q == nullptr, "cu_seqlens_q", a);
+    require_unused(a.cu_seqlens_k == nullptr, "cu_seqlens_k", a);
+    require_unused(a.seqused_k == nullptr, "seqused_k", a);
+    require_unused(a.max_seqlen_q == 0, "max_seqlen_q", a);
+    require_unused(a.max_seqlen_k == 0, "max_seqlen_k", a);
+}
+
+// ---- KV-cache attention (FA4J_ATTENTION_DECODE) ---------------------------------------------------------
+
+// A cache tensor [pages or batch, slots, heads_kv, head_dim] with contiguous head_dim.
+CacheTensor cache_tensor(const fa4j_tensor& t, const char* name) {
+    require(t.shape[3] <= 1 || t.strides[3] == 1, describe(name, t) + ": head_dim must be contiguous (stride 1)");
+    return CacheTensor{first_element(t), t.strides[0], t.strides[1], t.strides[2]};
+}
+
+// The shared prefix [prefix_len, heads_kv, head_dim] as a sequence tensor of batch stride 0.
+SeqTensor prefix_tensor(const fa4j_tensor& t, const char* name) {
+    require(t.shape[2] <= 1 || t.strides[2] == 1, describe(name, t) + ": head_dim must be contiguous (stride 1)");
+    return SeqTensor{first_element(t), 0, t.strides[0], t.strides[1]};
+}
+
+std::string at(int64_t b) { return "[" + std::to_string(b) + "]"; }
+std::string at(int64_t b, int64_t l) { return "[" + std::to_string(b) + ", " + std::to_string(l) + "]"; }
+
+// The cache lengths and block table of CPU calls, read on the host before anything is written: lengths within
+// the capacity, appends that fit, entries of used pages that name pages of the cache, and pages written by an
+// append that nothing else in the call uses (else the append would change what another row reads, or two
+// appends would write one slot). Entries past a sequence's used pages are not read.
+void check_cache_metadata(const KvCacheLayout& layout, const int32_t* lengths, int64_t batch, int64_t seqlen_new) {
+    for (int64_t b = 0; b < batch; ++b) {
+        const int64_t length = lengths[b];
+        require(length >= 0 && length <= layout.capacity, "cache_seqlens" + at(b) + " = " + std::to_string(length) +
+                                                              " is outside 0.." + std::to_string(layout.capacity) +
+                                                              " (the cache's capacity)");
+        require(seqlen_new <= layout.capacity - length,
+                "appending " + std::to_string(seqlen_new) + " keys to sequence " + std::to_string(b) + " (cache_seqlens" + at(b) +
+                    " = " + std::to_string(length) + ") goes past the cache's capacity of " + std::to_string(layout.capacity) +
+                    " positions");
+    }
+    if (!layout.paged()) return;
+    for (int64_t b = 0; b < batch; ++b) {
+        const int64_t pages = layout.pages_for(lengths[b] + seqlen_new);
+        for (int64_t l = 0; l < pages; ++l) {
+            const int64_t page = layout.table_entry(b, l);
+            require(page >= 0 && page < layout.num_pages,
+                    "block_table" + at(b, l) + " = " + std::to_string(page) + " is not a page of the cache (0.." +
+                        std::to_string(layout.num_pages - 1) + "); sequence " + std::to_string(b) + " uses its first " +
+                        std::to_string(pages) + " entries");
+        }
+    }
+    if (seqlen_new == 0) return;
+    struct Written {
+        int64_t page, b, l;
+        bool operator<(const Written& o) const { return page < o.page; }
+    };
+    std::vector<Written> written;
+    auto written_pages = [&](int64_t b) {
+        return IndexRange{lengths[b] / layout.page_size, layout.pages_for(lengths[b] + seqlen_new)};
+    };
+    for (int64_t b = 0; b < batch; ++b) {
+        const IndexRange w = written_pages(b);
+        for (int64_t l = w.begin; l < w.end; ++l) written.push_back({layout.table_entry(b, l), b, l});
+    }
+    std::sort(written.begin(), written.end());
+    for (size_t n = 1; n < written.size(); ++n) {
+        const Written& x = written[n - 1];
+        const Written& y = written[n];
+        require(x.page != y.page, "page " + std::to_string(x.page) + " is written by two appends (block_table" + at(x.b, x.l) +
+                                      " and block_table" + at(y.b, y.l) + "): a page an append writes must belong to one "
+                                      "sequence position only");
+    }
+    for (int64_t b = 0; b < batch; ++b) {
+        const IndexRange w = written_pages(b);
+        const int64_t pages = layout.pages_for(lengths[b] + seqlen_new);
+        for (int64_t l = 0; l < pages; ++l) {
+            if (l >= w.begin && l < w.end) continue;
+            const Written key{layout.table_entry(b, l), 0, 0};
+            const auto hit = std::lower_bound(written.begin(), written.end(), key);
+            require(hit == written.end() || hit->page != key.page,
+                    "page " + std::to_string(key.page) + " is written by the append of sequence " + std::to_string(hit->b) +
+                        " (block_table" + at(hit->b, hit->l) + ") and also read through block_table" + at(b, l) +
+                        ": a page an append writes must not be shared");
+        }
+    }
+}
+
+ValidatedCall validate_decode(const fa4j_attention_args& a, AttentionConfig config, fa4j_kernel_family family) {
+    require_no_attention_fields(a);
+    require_unused(a.merge_out == nullptr, "merge_out", a);
+    require_unused(a.merge_lse == nullptr, "merge_lse", a);
+    require_unused(a.merge_count == 0, "merge_count", a);
+    require(a.num_splits >= 0 && a.num_splits <= FA4J_DECODE_MAX_SPLITS,
+            "num_splits must be 0 (heuristic) or 1.." + std::to_string(FA4J_DECODE_MAX_SPLITS) + ", got " + std::to_string(a.num_splits));
+
+    const DType dtype = check_descriptor(a.q, "q", 4);
+    require_compute_dtype(dtype, "q");
+    const std::string same_dtype = " must have the dtype of q (" + std::string(dtype_name(dtype)) + ")";
+    require(check_descriptor(a.k_cache, "k_cache", 4) == dtype, "k_cache" + same_dtype);
+    require(check_descriptor(a.v_cache, "v_cache", 4) == dtype, "v_cache" + same_dtype);
+    const fa4j_tensor& q = *a.q;
+    const fa4j_tensor& kc = *a.k_cache;
+    Common c{};
+    c.dtype = dtype;
+    c.device = q.device;
+    AttentionShape& s = c.shape;
+    s = AttentionShape{q.shape[0], q.shape[1], 0, q.shape[2], kc.shape[2], q.shape[3]};
+    require_shape(*a.v_cache, "v_cache", {kc.shape[0], kc.shape[1], kc.shape[2], kc.shape[3]});
+    require_shape(kc, "k_cache", {kc.shape[0], kc.shape[1], s.heads_kv, s.head_dim});
+    check_heads(s, "k_cache and v_cache");
+    require(std::isfinite(config.softmax_scale), "softmax_scale must be finite");
+    check_softmax_scale(config.softmax_scale, s.head_dim);
+    require_same_device(c, kc, "k_cache");
+    require_same_device(c, *a.v_cache, "v_cache");
+
+    KvCacheLayout layout;
+    if (a.block_table == nullptr) {
+        require(kc.shape[0] == s.batch, describe("k_cache", kc) + ": a dense cache (no block_table) is [batch, capacity, "
+                                                                   "heads_kv, head_dim] with q's batch " + std::to_string(s.batch));
+        layout.page_size = layout.capacity = kc.shape[1];
+        layout.num_pages = s.batch;
+    } else {
+        const fa4j_tensor& table = *a.block_table;
+        check_int32_descriptor(&table, "block_table", 2);
+        require_shape(table, "block_table", {s.batch, table.shape[1]});
+        require_same_device(c, table, "block_table");
+        layout.page_size = kc.shape[1];
+        if (layout.page_size < kPageSizeMultiple || layout.page_size % kPageSizeMultiple != 0)
+            fail(FA4J_ERROR_UNSUPPORTED, "page size " + std::to_string(layout.page_size) + " (k_cache.shape[1]) is not supported: "
+                                         "pages of a paged cache hold a multiple of " + std::to_string(kPageSizeMultiple) + " positions");
+        require(!__builtin_mul_overflow(table.shape[1], layout.page_size, &layout.capacity),
+                "block_table width " + std::to_string(table.shape[1]) + " times page size " + std::to_string(layout.page_size) +
+                    " overflows int64");
+        layout.num_pages = kc.shape[0];
+        layout.block_table = reinterpret_cast<const int32_t*>(first_element(table));
+        layout.table_batch_stride = table.strides[0];
+        layout.table_page_stride = table.strides[1];
+    }
+    s.seqlen_k = layout.capacity;
+    const int32_t* lengths = int32_vector(c, a.cache_seqlens, "cache_seqlens", s.batch);
+
+    int64_t seqlen_new = 0;
+    const bool append = a.k_new != nullptr || a.v_new != nullptr;
+    if (append) {
+        require(a.k_new != nullptr && a.v_new != nullptr, "k_new and v_new are given together (an append) or not at all");
+        require(check_descriptor(a.k_new, "k_new", 4) == dtype, "k_new" + same_dtype);
+        require(check_descriptor(a.v_new, "v_new", 4) == dtype, "v_new" + same_dtype);
+        seqlen_new = a.k_new->shape[1];
+        require_shape(*a.k_new, "k_new", {s.batch, seqlen_new, s.heads_kv, s.head_dim});
+        require_shape(*a.v_new, "v_new", {s.batch, seqlen_new, s.heads_kv, s.head_dim});
+        require_same_device(c, *a.k_new, "k_new");
+        require_same_device(c, *a.v_new, "v_new");
+    }
+    const bool prefix = a.prefix_k != nullptr || a.prefix_v != nullptr;
+    int64_t prefix_len = 0;
+    if (prefix) {
+        require(a.prefix_k != nullptr && a.prefix_v != nullptr, "prefix_k and prefix_v are given together or not at all");
+        require(check_descriptor(a.prefix_k, "prefix_k", 3) == dtype, "prefix_k" + same_dtype);
+        require(check_descriptor(a.prefix_v, "prefix_v", 3) == dtype, "prefix_v" + same_dtype);
+        prefix_len = a.prefix_k->shape[0];
+        require_shape(*a.prefix_k, "prefix_k", {prefix_len, s.heads_kv, s.head_dim});
+        require_shape(*a.prefix_v, "prefix_v", {prefix_len, s.heads_kv, s.head_dim});
+        require_same_device(c, *a.prefix_k, "prefix_k");
+        require_same_device(c, *a.prefix_v, "prefix_v");
+    }
+
+    const DType out_dtype = check_descriptor(a.out, "out", 4);
+    require_compute_dtype(out_dtype, "out");
+    require(out_dtype == dtype || out_dtype == DType::F32,
+            "out must have the dtype of q (" + std::string(dtype_name(dtype)) + ") or float32");
+    require_shape(*a.out, "out", {s.batch, s.seqlen_q, s.heads_q, s.head_dim});
+    require_same_device(c, *a.out, "out");
+    if (a.lse != nullptr) check_lse(c, a.lse);
+
+    check_features(a, c, config);
+    if (prefix) {
+        const ScoreFeatures& f = config.features;
+        const bool causal_only = f.window_left == ScoreFeatures::kUnbounded && (f.window_right == 0 || f.window_right == ScoreFeatures::kUnbounded);
+        if (!causal_only)
+            fail(FA4J_ERROR_UNSUPPORTED, "a shared prefix (prefix_k, prefix_v) with a sliding window is not implemented "
+                                         "(causal masking is)");
+        if (f.alibi_slopes != nullptr) fail(FA4J_ERROR_UNSUPPORTED, "a shared prefix (prefix_k, prefix_v) with ALiBi is not implemented");
+    }
+
+    // Outputs: out, lse, and the caches where an append writes them.
+    check_not_self_overlapping(*a.out, "out");
+    std::vector<NamedTensor> outputs{{a.out, "out"}};
+    std::vector<NamedTensor> inputs{{a.q, "q"}, {a.cache_seqlens, "cache_seqlens"}};
+    if (a.lse != nullptr) {
+        check_not_self_overlapping(*a.lse, "lse");
+        outputs.push_back({a.lse, "lse"});
+    }
+    if (append) {
+        check_not_self_overlapping(kc, "k_cache");
+        check_not_self_overlapping(*a.v_cache, "v_cache");
+        outputs.push_back({a.k_cache, "k_cache"});
+        outputs.push_back({a.v_cache, "v_cache"});
+        inputs.push_back({a.k_new, "k_new"});
+        inputs.push_back({a.v_new, "v_new"});
+    } else {
+        inputs.push_back({a.k_cache, "k_cache"});
+        inputs.push_back({a.v_cache, "v_cache"});
+    }
+    if (a.block_table != nullptr) inputs.push_back({a.block_table, "block_table"});
+    if (prefix) {
+        inputs.push_back({a.prefix_k, "prefix_k"});
+        inputs.push_back({a.prefix_v, "prefix_v"});
+    }
+    if (a.alibi_slopes != nullptr) inputs.push_back({a.alibi_slopes, "alibi_slopes"});
+    check_outputs_disjoint(outputs, inputs);
+
+    // Host metadata is checked here, before anything is written; a device's cannot be read without a
+    // synchronisation (its kernels clamp and report, see flashattn4j.h).
+    if (c.device.device_type == FA4J_DEVICE_CPU) check_cache_metadata(layout, lengths, s.batch, seqlen_new);
+
+    config.shape = s;
+    config.dtype = dtype;
+    DecodeProblem p{};
+    p.config = config;
+    p.q = seq_tensor(q, "q", false);
+    p.cache = layout;
+    p.k_cache = cache_tensor(kc, "k_cache");
+    p.v_cache = cache_tensor(*a.v_cache, "v_cache");
+    p.cache_seqlens = lengths;
+    if (append) {
+        p.k_new = seq_tensor(*a.k_new, "k_new", false);
+        p.v_new = seq_tensor(*a.v_new, "v_new", false);
+    }
+    p.seqlen_new = seqlen_new;
+    if (prefix) {
+        p.prefix_k = prefix_tensor(*a.prefix_k, "prefix_k");
+        p.prefix_v = prefix_tensor(*a.prefix_v, "prefix_v");
+    }
+    p.prefix_len = prefix_len;
+    p.has_prefix = prefix;
+    p.out = seq_tensor(*a.out, "out", false);
+    p.out_dtype = out_dtype;
+    if (a.lse != nullptr) p.lse = lse_tensor(*a.lse, false);
+    p.num_splits = a.num_splits;
+    ValidatedCall call{};
+    call.direction = FA4J_ATTENTION_DECODE;
+    call.decode = ValidatedDecode{p, c.device, family};
+    return call;
+}
+
+// ---- Merging partial results (FA4J_ATTENTION_MERGE) ------------------------------------------------------
+
+ValidatedCall validate_merge(const fa4j_attention_args& a, fa4j_kernel_family family) {
+    require_no_attention_fields(a);
+    require_unused(a.q == nullptr, "q", a);
+    require_unused(a.alibi_slopes == nullptr, "alibi_slopes", a);
+    require_unused(a.k_cache == nullptr, "k_cache", a);
+    require_unused(a.v_cache == nullptr, "v_cache", a);
+    require_unused(a.block_table == nullptr, "block_table", a);
+    require_unused(a.cache_seqlens == nullptr, "cache_seqlens", a);
+    require_unused(a.k_new == nullptr, "k_new", a);
+    require_unused(a.v_new == nullptr, "v_new", a);
+    require_unused(a.prefix_k == nullptr, "prefix_k", a);
+    require_unused(a.prefix_v == nullptr, "prefix_v", a);
+    require_unused(a.num_splits == 0, "num_splits", a);
+    require(a.merge_count >= 1, "merge_count must be at least 1, got " + std::to_string(a.merge_count));
+    require(a.merge_out != nullptr && a.merge_lse != nullptr, "merge_out and merge_lse must point to merge_count tensors each");
+
+    const DType out_dtype = check_descriptor(a.out, "out", 4);
+    require_compute_dtype(out_dtype, "out");
+    const fa4j_tensor& out = *a.out;
+    require(out.shape[3] <= 1 || out.strides[3] == 1, describe("out", out) + ": head_dim must be contiguous (stride 1)");
+    Common c{};
+    c.dtype = out_dtype;
+    c.device = out.device;
+    c.shape = AttentionShape{out.shape[0], out.shape[1], 0, out.shape[2], 0, out.shape[3]};
+    const AttentionShape& s = c.shape;
+    if (a.lse != nullptr) check_lse(c, a.lse);
+
+    MergeProblem p{};
+    p.batch = s.batch;
+    p.seqlen = s.seqlen_q;
+    p.heads = s.heads_q;
+    p.head_dim = s.head_dim;
+    p.num_threads = a.num_threads;
+    std::vector<std::string> names;
+    names.reserve(2 * static_cast<size_t>(a.merge_count));
+    for (int32_t n = 0; n < a.merge_count; ++n) {
+        names.push_back("merge_out" + at(n));
+        names.push_back("merge_lse" + at(n));
+    }
+    std::vector<NamedTensor> inputs;
+    for (int32_t n = 0; n < a.merge_count; ++n) {
+        const char* out_name = names[2 * static_cast<size_t>(n)].c_str();
+        const char* lse_name = names[2 * static_cast<size_t>(n) + 1].c_str();
+        const fa4j_tensor* t = a.merge_out[n];
+        const fa4j_tensor* l = a.merge_lse[n];
+        const DType dtype = check_descriptor(t, out_name, 4);
+        require_compute_dtype(dtype, out_name);
+        require_shape(*t, out_name, {s.batch, s.seqlen_q, s.heads_q, s.head_dim});
+        require_same_device(c, *t, out_name);
+        require(check_descriptor(l, lse_name, 3) == DType::F32, std::string(lse_name) + " must be float32");
+        require_shape(*l, lse_name, {s.batch, s.heads_q, s.seqlen_q});
+        require_same_device(c, *l, lse_name);
+        p.states.push_back(MergeState{seq_tensor(*t, out_name, false), dtype, lse_tensor(*l, false)});
+        inputs.push_back({t, out_name});
+        inputs.push_back({l, lse_name});
+    }
+    check_not_self_overlapping(out, "out");
+    std::vector<NamedTensor> outputs{{a.out, "out"}};
+    if (a.lse != nullptr) {
+        check_not_self_overlapping(*a.lse, "lse");
+        outputs.push_back({a.lse, "lse"});
+    }
+    check_outputs_disjoint(outputs, inputs);
+    p.out = seq_tensor(out, "out", false);
+    p.out_dtype = out_dtype;
+    if (a.lse != nullptr) p.lse = lse_tensor(*a.lse, false);
+    ValidatedCall call{};
+    call.direction = FA4J_ATTENTION_MERGE;
+    call.merge = ValidatedMerge{std::move(p), c.device, family};
+    return call;
+}
+
 }  // namespace
 
 ValidatedCall validate(const fa4j_attention_args* args) {
     const fa4j_attention_args a = read_args(args);
-    require(a.direction == FA4J_ATTENTION_FORWARD || a.direction == FA4J_ATTENTION_BACKWARD,
-            "direction must be FA4J_ATTENTION_FORWARD (0) or FA4J_ATTENTION_BACKWARD (1), got " + std::to_string(a.direction));
+    require(a.direction >= FA4J_ATTENTION_FORWARD && a.direction <= FA4J_ATTENTION_MERGE,
+            "direction must be FA4J_ATTENTION_FORWARD (0), FA4J_ATTENTION_BACKWARD (1), FA4J_ATTENTION_DECODE (2) or "
+            "FA4J_ATTENTION_MERGE (3), got " + std::to_string(a.direction));
     require(a.kernel_family >= FA4J_KERNEL_AUTO && a.kernel_family <= FA4J_KERNEL_SM90,
             "kernel_family must be an fa4j_kernel_family value (0..3), got " + std::to_string(a.kernel_family));
     require(a.num_threads >= 0, "num_threads must be >= 0");
+    const auto family = static_cast<fa4j_kernel_family>(a.kernel_family);
+    if (a.direction == FA4J_ATTENTION_MERGE || a.direction == FA4J_ATTENTION_DECODE) {
+        if (a.quant_mode != FA4J_QUANT_NONE)
+            fail(FA4J_ERROR_UNSUPPORTED, "quantized attention (quant_mode) is for the forward; KV-cache attention and "
+                                         "merges take float32, float16 or bfloat16 tensors");
+        require_no_quant_fields(a);
+    }
+    if (a.direction == FA4J_ATTENTION_MERGE) return validate_merge(a, family);
+    if (a.direction == FA4J_ATTENTION_DECODE) {
+        AttentionConfig config{};
+        config.softmax_scale = a.softmax_scale;
+        config.causal = a.causal != 0;
+        config.num_threads = a.num_threads;
+        return validate_decode(a, config, family);
+    }
+    require_no_kv_cache_fields(a);
     const bool forward = a.direction == FA4J_ATTENTION_FORWARD;
     const bool varlen = a.cu_seqlens_q != nullptr || a.cu_seqlens_k != nullptr;
     require(varlen || a.seqused_k == nullptr, "seqused_k needs cu_seqlens_q and cu_seqlens_k (varlen)");
@@ -424,7 +804,6 @@ ValidatedCall validate(const fa4j_attention_args* args) {
     if (quant.enabled()) check_quantized_inputs(a, c, quant, quant_inputs);
     config.shape = c.shape;
     config.dtype = c.dtype;
-    const auto family = static_cast<fa4j_kernel_family>(a.kernel_family);
 
     ValidatedCall call{};
     call.direction = static_cast<fa4j_attention_direction>(a.direction);

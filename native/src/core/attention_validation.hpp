@@ -20,14 +20,30 @@ struct ValidatedBackward {
     fa4j_kernel_family family = FA4J_KERNEL_AUTO;
 };
 
+struct ValidatedDecode {
+    DecodeProblem problem;
+    fa4j_device device;
+    fa4j_kernel_family family = FA4J_KERNEL_AUTO;
+};
+
+struct ValidatedMerge {
+    MergeProblem problem;
+    fa4j_device device;
+    fa4j_kernel_family family = FA4J_KERNEL_AUTO;
+};
+
 struct ValidatedCall {
     fa4j_attention_direction direction;
     ValidatedForward forward;    // when direction == FA4J_ATTENTION_FORWARD
     ValidatedBackward backward;  // when direction == FA4J_ATTENTION_BACKWARD
+    ValidatedDecode decode;      // when direction == FA4J_ATTENTION_DECODE
+    ValidatedMerge merge;        // when direction == FA4J_ATTENTION_MERGE
 };
 
 constexpr int64_t kMaxHeadDim = 256;
 constexpr int64_t kHeadDimMultiple = 8;
+// Paged KV caches: page sizes are multiples of this.
+constexpr int64_t kPageSizeMultiple = 8;
 
 ValidatedCall validate(const fa4j_attention_args* args);
 

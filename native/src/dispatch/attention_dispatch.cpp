@@ -65,9 +65,34 @@ CudaKernelChoice choose_backward(const ValidatedBackward& b) {
                               [&](CudaKernel k) { return cuda::backward_tensors_refusal(device, b.problem, k); });
 }
 
+// KV-cache attention and merges have no CUDA kernels yet: refused before anything is queued or written.
+void check_no_cuda_kernel(const fa4j_device& device, const char* what) {
+    if (device.device_type == FA4J_DEVICE_CUDA)
+        fail(FA4J_ERROR_UNSUPPORTED, std::string(what) + " on cuda:" + std::to_string(device.device_id) +
+                                         ": no CUDA kernel implements it yet (the CPU backend does: use CPU tensors)");
+}
+
+// Decode and merge: the family must fit the device, and the device must have the kernels.
+template <class Validated>
+void check_cpu_only(const Validated& v, const char* what) {
+    check_family(v.device, v.family);
+    check_no_cuda_kernel(v.device, what);
+}
+
+constexpr const char* kDecodeName = "KV-cache attention (FA4J_ATTENTION_DECODE)";
+constexpr const char* kMergeName = "attention merge (FA4J_ATTENTION_MERGE)";
+
 }  // namespace
 
 void check_support(const ValidatedCall& call) {
+    if (call.direction == FA4J_ATTENTION_DECODE) {
+        check_cpu_only(call.decode, kDecodeName);
+        return;
+    }
+    if (call.direction == FA4J_ATTENTION_MERGE) {
+        check_cpu_only(call.merge, kMergeName);
+        return;
+    }
     if (call.direction == FA4J_ATTENTION_FORWARD) {
         const ValidatedForward& f = call.forward;
         check_family(f.device, f.family);
@@ -80,6 +105,16 @@ void check_support(const ValidatedCall& call) {
 }
 
 void run(const ValidatedCall& call, fa4j_stream stream) {
+    if (call.direction == FA4J_ATTENTION_DECODE) {
+        check_cpu_only(call.decode, kDecodeName);
+        cpu::attention_decode(call.decode.problem);
+        return;
+    }
+    if (call.direction == FA4J_ATTENTION_MERGE) {
+        check_cpu_only(call.merge, kMergeName);
+        cpu::attention_merge(call.merge.problem);
+        return;
+    }
     if (call.direction == FA4J_ATTENTION_FORWARD) {
         const ValidatedForward& f = call.forward;
         check_family(f.device, f.family);

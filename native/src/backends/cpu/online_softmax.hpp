@@ -23,9 +23,10 @@ namespace fa4j::cpu {
 
 // What the online softmax of one query tile needs; the forward adds its value tile and accumulator.
 struct SoftmaxScratch {
-    explicit SoftmaxScratch(int d)
-        : qt(d * kBlockQ), k(kBlockK * d), st(kBlockK * kBlockQ), running_max(kBlockQ), running_sum(kBlockQ),
-          tile_max(kBlockQ), tile_sum(kBlockQ), alpha(kBlockQ) {}
+    // `rows`: the most query rows a tile has (kBlockQ; decode packs more, attention_decode_cpu.cpp).
+    explicit SoftmaxScratch(int d, int rows = kBlockQ)
+        : qt(d * rows), k(kBlockK * d), st(kBlockK * rows), running_max(rows), running_sum(rows), tile_max(rows),
+          tile_sum(rows), alpha(rows) {}
     FloatBuffer qt;           // [d x rows_pad]
     FloatBuffer k;            // [keys_pad x d]
     FloatBuffer st;           // [keys_pad x rows_pad]: scores, then probabilities

@@ -38,6 +38,12 @@ import java.util.Objects;
  * kernels clamp them, and offsets outside the packed tensors or above the maximum lengths are reported as
  * {@link FlashAttnException.InvalidArgument} by the next call that synchronizes with the device.
  *
+ * <h2>KV-cache attention and merges</h2>
+ * {@link #decode(Tensor, KvCache, DecodeOptions)} attends new tokens' queries to a KV cache ({@link KvCache}: dense
+ * or paged, with an in-place append and an optional shared prefix; {@link PagedKvCache} manages one), with split-KV
+ * and GQA packing; {@link #merge(List)} joins partial results over disjoint keys by log-sum-exp. CPU only for now
+ * (CUDA tensors are refused as unsupported).
+ *
  * <h2>Support queries</h2>
  * {@link #checkForward(AttentionInput, AttentionInput, AttentionInput, AttentionOptions)} and its siblings answer, without running
  * or allocating anything, whether the call with the same arguments would be accepted, and if not, why: the
@@ -245,6 +251,94 @@ public final class Attention {
     }
 
     // ---------------------------------------------------------------------------------------------
+    // KV-cache attention (decode) and merging partial results
+    // ---------------------------------------------------------------------------------------------
+
+    /**
+     * Attention of new tokens' queries {@code q} ({@code [batch, seqlen_q, heads_q, head_dim]}) against a KV
+     * cache, after appending the new tokens' keys and values to it if {@code cache} {@linkplain KvCache#withAppend
+     * has them}: flash-attn's {@code flash_attn_with_kvcache}. Into new tensors owned by the caller: out (q's
+     * shape and dtype) and lse (float32 {@code [batch, heads_q, seqlen_q]}), on the default stream.
+     *
+     * <p>Sequence b attends the {@code L_b + seqlen_new} positions of its cache ({@link KvCache} says where they
+     * are), after a shared prefix if there is one. Masks and ALiBi are aligned to the end of those keys
+     * (bottom-right), so with {@code causal} and as many new keys as queries, new token t attends positions
+     * {@code 0 .. L_b + t}: speculative decoding and chunked prefill. GQA/MQA, windows, softcap and ALiBi as
+     * in {@link #forward(Tensor, Tensor, Tensor, AttentionOptions)}. Everything is checked before anything is
+     * written, the caches included (see {@link KvCache}). On the CPU the call is finished when it returns;
+     * CUDA tensors are refused ({@link FlashAttnException.Unsupported}) until the kernels exist.
+     */
+    public static AttentionOutput decode(Tensor q, KvCache cache, DecodeOptions options) {
+        return forwardResult(allocate(DecodeCall.of(q, cache, options), null));
+    }
+
+    /** {@link #decode(Tensor, KvCache, DecodeOptions)} queued on {@code stream}. */
+    public static AttentionOutput decode(Tensor q, KvCache cache, DecodeOptions options, CudaStream stream) {
+        Objects.requireNonNull(stream, "stream");
+        return forwardResult(allocate(DecodeCall.of(q, cache, options), stream));
+    }
+
+    /**
+     * {@link #decode(Tensor, KvCache, DecodeOptions)} into caller-provided {@code out} ({@code [batch, seqlen_q,
+     * heads_q, head_dim]}, q's dtype or float32) and {@code lse} (float32 {@code [batch, heads_q, seqlen_q]}, or
+     * null when not wanted): no allocation in Java, for decode loops. On the default stream.
+     */
+    public static void decodeInto(Tensor q, KvCache cache, Tensor out, Tensor lse, DecodeOptions options) {
+        DecodeCall call = DecodeCall.of(q, cache, options);
+        if (lse == null) into(call, null, out);
+        else into(call, null, out, lse);
+    }
+
+    /** {@link #decodeInto(Tensor, KvCache, Tensor, Tensor, DecodeOptions)} queued on {@code stream}. */
+    public static void decodeInto(Tensor q, KvCache cache, Tensor out, Tensor lse, DecodeOptions options, CudaStream stream) {
+        Objects.requireNonNull(stream, "stream");
+        DecodeCall call = DecodeCall.of(q, cache, options);
+        if (lse == null) into(call, stream, out);
+        else into(call, stream, out, lse);
+    }
+
+    /**
+     * Merges partial results of attention of the same queries over disjoint sets of keys into the attention
+     * over their union, by log-sum-exp: each part is an out {@code [batch, seqlen, heads, head_dim]} (any float
+     * dtype) with its float32 lse {@code [batch, heads, seqlen]}; per row, in float32 and in list order,
+     * {@code m = max lse_s, w_s = exp(lse_s - m), out = Σ w_s·out_s / Σ w_s, lse = m + log Σ w_s}. A part whose
+     * lse is -∞ (its queries attended no key) weighs nothing; if all do, out = 0 and lse = -∞. This is how a
+     * shared prefix's result joins each sequence's own (cascade attention), or how results over key ranges
+     * computed apart (split-KV, several devices) become one. Into new tensors owned by the caller: out in the
+     * first part's dtype, lse float32; on the default stream. Varlen results ({@code [total, heads, head_dim]},
+     * lse {@code [heads, total]}) merge as views of batch 1.
+     *
+     * @throws IllegalArgumentException if {@code parts} is empty
+     */
+    public static AttentionOutput merge(List<AttentionOutput> parts) {
+        return forwardResult(allocate(MergeCall.of(parts), null));
+    }
+
+    /** {@link #merge(List)} queued on {@code stream}. */
+    public static AttentionOutput merge(List<AttentionOutput> parts, CudaStream stream) {
+        Objects.requireNonNull(stream, "stream");
+        return forwardResult(allocate(MergeCall.of(parts), stream));
+    }
+
+    /**
+     * {@link #merge(List)} into caller-provided {@code out} (any float dtype; rounded, saturating) and {@code lse}
+     * (float32, or null when not wanted), which must not overlap the parts. On the default stream.
+     */
+    public static void mergeInto(List<AttentionOutput> parts, Tensor out, Tensor lse) {
+        MergeCall call = MergeCall.of(parts);
+        if (lse == null) into(call, null, out);
+        else into(call, null, out, lse);
+    }
+
+    /** {@link #mergeInto(List, Tensor, Tensor)} queued on {@code stream}. */
+    public static void mergeInto(List<AttentionOutput> parts, Tensor out, Tensor lse, CudaStream stream) {
+        Objects.requireNonNull(stream, "stream");
+        MergeCall call = MergeCall.of(parts);
+        if (lse == null) into(call, stream, out);
+        else into(call, stream, out, lse);
+    }
+
+    // ---------------------------------------------------------------------------------------------
     // Support queries
     // ---------------------------------------------------------------------------------------------
 
@@ -290,6 +384,20 @@ public final class Attention {
         return query(AttentionCall.backward(dout, q, k, v, out, lse, options));
     }
 
+    /**
+     * Whether {@link #decode(Tensor, KvCache, DecodeOptions)} with these arguments would be accepted, and if
+     * not, the message it would throw (see {@link #checkForward(Tensor, Tensor, Tensor, AttentionOptions)}). On
+     * the CPU this reads the cache lengths and the block table, which the call checks; it writes nothing.
+     */
+    public static Support checkDecode(Tensor q, KvCache cache, DecodeOptions options) {
+        return query(DecodeCall.of(q, cache, options));
+    }
+
+    /** Whether {@link #merge(List)} with these parts would be accepted, and if not, the message it would throw. */
+    public static Support checkMerge(List<AttentionOutput> parts) {
+        return query(MergeCall.of(parts));
+    }
+
     // ---------------------------------------------------------------------------------------------
     // Flop counts
     // ---------------------------------------------------------------------------------------------
@@ -322,8 +430,8 @@ public final class Attention {
      * not allocated: the call's own validation, status and message), then allocates the outputs and runs
      * the call into them.
      */
-    private static Tensor[] allocate(AttentionCall call, CudaStream stream) {
-        AttentionChecks.check(call, stream);
+    private static Tensor[] allocate(NativeAttentionCall call, CudaStream stream) {
+        call.check(stream);
         Refusal refusal = ask(call);
         if (refusal != null) throw FlashAttnException.of(refusal.status(), refusal.reason());
         long[][] shapes = call.outputShapes();
@@ -331,7 +439,7 @@ public final class Attention {
         // The scope frees the new tensors only if something fails before they are handed over.
         try (TensorScope onFailure = TensorScope.open()) {
             Tensor[] outputs = new Tensor[shapes.length];
-            for (int i = 0; i < outputs.length; i++) outputs[i] = newOutput(onFailure, dtypes[i], call.q().device(), stream, shapes[i]);
+            for (int i = 0; i < outputs.length; i++) outputs[i] = newOutput(onFailure, dtypes[i], call.device(), stream, shapes[i]);
             run(call, stream, outputs);
             onFailure.releaseAll();
             return outputs;
@@ -339,19 +447,15 @@ public final class Attention {
     }
 
     /** Runs the call into the caller's outputs. */
-    private static void into(AttentionCall call, CudaStream stream, Tensor... outputs) {
-        AttentionChecks.check(call, stream, outputs);
+    private static void into(NativeAttentionCall call, CudaStream stream, Tensor... outputs) {
+        call.check(stream, outputs);
         List<String> names = call.outputNames();
-        for (int i = 0; i < outputs.length; i++) {
-            if (outputs[i].isReadOnly()) {
-                throw new FlashAttnException.InvalidArgument(names.get(i) + " is read-only (imported as such through DLPack)");
-            }
-        }
+        for (int i = 0; i < outputs.length; i++) AttentionChecks.requireWritable(outputs[i], names.get(i));
         run(call, stream, outputs);
     }
 
     /** The native call, for arguments that passed {@link AttentionChecks}. */
-    private static void run(AttentionCall call, CudaStream stream, Tensor... outputs) {
+    private static void run(NativeAttentionCall call, CudaStream stream, Tensor... outputs) {
         List<Tensor> tensors = new ArrayList<>(call.arguments());
         tensors.addAll(Arrays.asList(outputs));
         try (Arena arena = Arena.ofConfined(); Leases leases = Leases.forCall(stream, tensors)) {
@@ -362,12 +466,12 @@ public final class Attention {
     /**
      * The support query: the Java checks the call makes first (their exception, if any, is the call's), then
      * {@code fa4j_attention_support} with the outputs the call would allocate described but not allocated
-     * ({@link AttentionCall#describeUnallocated}). Its reason is what the call's exception would say: both
+     * ({@link NativeAttentionCall#describeUnallocated}). Its reason is what the call's exception would say: both
      * carry the message of the same native validation under the name {@code fa4j_attention}.
      */
-    private static Support query(AttentionCall call) {
+    private static Support query(NativeAttentionCall call) {
         try {
-            AttentionChecks.check(call, null);
+            call.check(null);
         } catch (FlashAttnException e) {
             return new Support(false, e.getMessage());
         }
@@ -380,9 +484,9 @@ public final class Attention {
 
     /**
      * {@code fa4j_attention_support} on the call with its outputs described but not allocated
-     * ({@link AttentionCall#describeUnallocated}); null if the call would be accepted.
+     * ({@link NativeAttentionCall#describeUnallocated}); null if the call would be accepted.
      */
-    private static Refusal ask(AttentionCall call) {
+    private static Refusal ask(NativeAttentionCall call) {
         // Held open so that no input is freed while the query reads its descriptor (or, on the CPU, the
         // sequence offsets); no work is queued, so no stream use is recorded.
         try (Arena arena = Arena.ofConfined(); Leases leases = Leases.forQuery(call.arguments())) {

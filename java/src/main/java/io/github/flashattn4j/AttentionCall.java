@@ -22,13 +22,7 @@ import java.util.Objects;
 record AttentionCall(boolean backward, Tensor dout, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse,
                      Tensor cuSeqlensQ, Tensor cuSeqlensK, Tensor usedLengthsK, Tensor usedLengthsQ,
                      long maxSeqlenQ, long maxSeqlenK, AttentionOptions options,
-                     Tensor qScale, Tensor kScale, Tensor vScale, Tensor kMean) {
-
-    // Fake addresses of outputs that a support query describes but does not allocate: above 2^62, which no
-    // host or device (unified) address on a 64-bit platform reaches, so they overlap no real input, and
-    // aligned as the library's allocations are. fa4j_attention_support never dereferences them.
-    private static final long UNALLOCATED_BASE = 1L << 62;
-    private static final long ALLOCATION_ALIGNMENT = 256;
+                     Tensor qScale, Tensor kScale, Tensor vScale, Tensor kMean) implements NativeAttentionCall {
 
     static AttentionCall forward(AttentionInput q, AttentionInput k, AttentionInput v, AttentionOptions options) {
         return new AttentionCall(false, null, data(q), data(k), data(v), null, null, null, null, null, null, 0, 0, options,
@@ -73,7 +67,8 @@ record AttentionCall(boolean backward, Tensor dout, Tensor q, Tensor k, Tensor v
     }
 
     /** Names of the tensor arguments the caller passes (dense: the parameter names), in parameter order. */
-    List<String> argumentNames() {
+    @Override
+    public List<String> argumentNames() {
         List<String> names = new ArrayList<>(backward ? List.of("dout", "q", "k", "v", "out", "lse") : List.of("q", "k", "v"));
         if (varlen()) {
             names.addAll(List.of("cu_seqlens_q", "cu_seqlens_k"));
@@ -88,7 +83,8 @@ record AttentionCall(boolean backward, Tensor dout, Tensor q, Tensor k, Tensor v
     }
 
     /** The tensor arguments, matching {@link #argumentNames()}; elements may be null (checked by the caller). */
-    List<Tensor> arguments() {
+    @Override
+    public List<Tensor> arguments() {
         List<Tensor> tensors = new ArrayList<>(backward ? Arrays.asList(dout, q, k, v, out, lse) : Arrays.asList(q, k, v));
         if (varlen()) {
             tensors.add(cuSeqlensQ);
@@ -103,19 +99,22 @@ record AttentionCall(boolean backward, Tensor dout, Tensor q, Tensor k, Tensor v
     }
 
     /** Names of the outputs: out, lse or dq, dk, dv. */
-    List<String> outputNames() {
+    @Override
+    public List<String> outputNames() {
         return backward ? List.of("dq", "dk", "dv") : List.of("out", "lse");
     }
 
     /** Shapes of the outputs the call would allocate; the inputs must have passed {@link AttentionChecks}. */
-    long[][] outputShapes() {
+    @Override
+    public long[][] outputShapes() {
         if (backward) return new long[][] {q.shape(), k.shape(), k.shape()};
         long[] s = q.shape();
         long[] lse = varlen() ? new long[] {s[1], s[0]} : new long[] {s[0], s[2], s[1]};
         return new long[][] {s, lse};
     }
 
-    DType[] outputDtypes() {
+    @Override
+    public DType[] outputDtypes() {
         return backward ? new DType[] {q.dtype(), q.dtype(), q.dtype()} : new DType[] {outDtype(), DType.FLOAT32};
     }
 
@@ -130,40 +129,18 @@ record AttentionCall(boolean backward, Tensor dout, Tensor q, Tensor k, Tensor v
         return options.quantization() == QuantizationMode.NONE ? q.dtype() : DType.BFLOAT16;
     }
 
-    /** The {@code fa4j_attention_args} of this call writing into {@code outputs}, valid as long as {@code arena}. */
-    MemorySegment describe(Arena arena, Tensor... outputs) {
-        MemorySegment[] described = new MemorySegment[outputs.length];
-        for (int i = 0; i < outputs.length; i++) described[i] = TensorDescriptors.describe(outputs[i], arena);
-        return args(arena, described);
+    @Override
+    public Device device() {
+        return q.device();
     }
 
-    /**
-     * The {@code fa4j_attention_args} of this call with the outputs it would allocate described (shape,
-     * dtype, device, contiguous strides) at addresses where no memory is: for the support query only.
-     *
-     * @throws IllegalArgumentException if an output's size in bytes overflows a long, as allocating it would
-     */
-    MemorySegment describeUnallocated(Arena arena) {
-        long[][] shapes = outputShapes();
-        DType[] dtypes = outputDtypes();
-        MemorySegment[] described = new MemorySegment[shapes.length];
-        long address = UNALLOCATED_BASE;
-        for (int i = 0; i < shapes.length; i++) {
-            long bytes;
-            try {
-                bytes = dtypes[i].bytesFor(Layout.contiguous(shapes[i]).elementCount());
-            } catch (ArithmeticException e) {
-                throw new IllegalArgumentException("output " + outputNames().get(i) + " of shape " + Arrays.toString(shapes[i])
-                        + " is too large: its size in bytes overflows a long", e);
-            }
-            described[i] = TensorDescriptors.describeUnallocated(dtypes[i], q.device(), shapes[i], address, arena);
-            // Wraps only for outputs of 2^62 bytes, which no call could allocate either.
-            address += (bytes + ALLOCATION_ALIGNMENT - 1) & -ALLOCATION_ALIGNMENT;
-        }
-        return args(arena, described);
+    @Override
+    public void check(CudaStream stream, Tensor... outputs) {
+        AttentionChecks.check(this, stream, outputs);
     }
 
-    private MemorySegment args(Arena arena, MemorySegment[] outputs) {
+    @Override
+    public MemorySegment args(Arena arena, MemorySegment[] outputs) {
         NativeCalls.ensureLoaded();
         MemorySegment a = fa4j_attention_args.allocate(arena);  // zeroed: absent tensors are NULL
         fa4j_attention_args.struct_size(a, fa4j_attention_args.layout().byteSize());

@@ -32,23 +32,40 @@ final class AttentionChecks {
         List<Tensor> all = new ArrayList<>(call.arguments());
         names.addAll(call.outputNames().subList(0, outputs.length));
         all.addAll(Arrays.asList(outputs));
-        for (int i = 0; i < all.size(); i++) Objects.requireNonNull(all.get(i), names.get(i));
-        requireOpen(all, names);
-        requireOneDevice(all, names, stream);
+        checkTensors(all, names, stream);
         if (call.usedLengthsQ() != null) {
             throw invalid("used lengths (seqused) apply to keys only; the queries' PackedSequences has them");
         }
-        Tensor q = call.q();
-        if (q.dtype() == DType.INT32) {
-            throw new FlashAttnException.Unsupported("q: dtype " + q.dtype().name().toLowerCase(Locale.ROOT)
-                    + " is not float32, float16 or bfloat16");
-        }
         int rank = call.varlen() ? 3 : 4;
-        if (q.dim() != rank) {
-            String expected = rank == 4 ? "[batch, seqlen, heads, head_dim]" : "[total, heads, head_dim] (varlen)";
-            throw invalid("q must have " + rank + " dimensions, has " + q.dim() + " (shape " + Arrays.toString(q.shape())
+        requireFloating(call.q(), "q", rank, rank == 4 ? "[batch, seqlen, heads, head_dim]" : "[total, heads, head_dim] (varlen)");
+    }
+
+    /** Every tensor non-null (named in the exception), open, and on one device; the stream, if given, on it too. */
+    static void checkTensors(List<Tensor> tensors, List<String> names, CudaStream stream) {
+        for (int i = 0; i < tensors.size(); i++) Objects.requireNonNull(tensors.get(i), names.get(i));
+        requireOpen(tensors, names);
+        requireOneDevice(tensors, names, stream);
+    }
+
+    /**
+     * A tensor of attention data (any dtype but int32, the dtype of sequence lengths; which data dtypes a call
+     * takes is the native library's rule) of the given rank: what the shapes of the outputs a call allocates
+     * are derived from.
+     */
+    static void requireFloating(Tensor t, String name, int rank, String expected) {
+        if (t.dtype() == DType.INT32) {
+            throw new FlashAttnException.Unsupported(name + ": dtype " + t.dtype().name().toLowerCase(Locale.ROOT)
+                    + " is not float32, float16 or bfloat16 (nor a quantized dtype with a quantization mode)");
+        }
+        if (t.dim() != rank) {
+            throw invalid(name + " must have " + rank + " dimensions, has " + t.dim() + " (shape " + Arrays.toString(t.shape())
                     + "; expected " + expected + ")");
         }
+    }
+
+    /** Outputs, and tensors a call writes in place, must be writable. */
+    static void requireWritable(Tensor t, String name) {
+        if (t.isReadOnly()) throw invalid(name + " is read-only (imported as such through DLPack)");
     }
 
     /** All tensors on one device (the first one's), and the stream, if given, on that device too. */
@@ -71,7 +88,7 @@ final class AttentionChecks {
         }
     }
 
-    private static FlashAttnException.InvalidArgument invalid(String message) {
+    static FlashAttnException.InvalidArgument invalid(String message) {
         return new FlashAttnException.InvalidArgument(message);
     }
 }

@@ -45,6 +45,18 @@ import static java.lang.foreign.MemoryLayout.PathElement.*;
  *     const fa4j_tensor *k_scale;
  *     const fa4j_tensor *v_scale;
  *     const fa4j_tensor *k_mean;
+ *     const fa4j_tensor *k_cache;
+ *     const fa4j_tensor *v_cache;
+ *     const fa4j_tensor *block_table;
+ *     const fa4j_tensor *cache_seqlens;
+ *     const fa4j_tensor *k_new;
+ *     const fa4j_tensor *v_new;
+ *     const fa4j_tensor *prefix_k;
+ *     const fa4j_tensor *prefix_v;
+ *     const fa4j_tensor *const *merge_out;
+ *     const fa4j_tensor *const *merge_lse;
+ *     int32_t merge_count;
+ *     int32_t num_splits;
  * }
  * }
  */
@@ -84,7 +96,19 @@ public class fa4j_attention_args {
         flashattn4j_h.C_POINTER.withName("q_scale"),
         flashattn4j_h.C_POINTER.withName("k_scale"),
         flashattn4j_h.C_POINTER.withName("v_scale"),
-        flashattn4j_h.C_POINTER.withName("k_mean")
+        flashattn4j_h.C_POINTER.withName("k_mean"),
+        flashattn4j_h.C_POINTER.withName("k_cache"),
+        flashattn4j_h.C_POINTER.withName("v_cache"),
+        flashattn4j_h.C_POINTER.withName("block_table"),
+        flashattn4j_h.C_POINTER.withName("cache_seqlens"),
+        flashattn4j_h.C_POINTER.withName("k_new"),
+        flashattn4j_h.C_POINTER.withName("v_new"),
+        flashattn4j_h.C_POINTER.withName("prefix_k"),
+        flashattn4j_h.C_POINTER.withName("prefix_v"),
+        flashattn4j_h.C_POINTER.withName("merge_out"),
+        flashattn4j_h.C_POINTER.withName("merge_lse"),
+        flashattn4j_h.C_INT.withName("merge_count"),
+        flashattn4j_h.C_INT.withName("num_splits")
     ).withName("fa4j_attention_args");
 
     /**
@@ -1412,6 +1436,534 @@ public class fa4j_attention_args {
      */
     public static void k_mean(MemorySegment struct, MemorySegment fieldValue) {
         struct.set(k_mean$LAYOUT, k_mean$OFFSET, fieldValue);
+    }
+
+    private static final AddressLayout k_cache$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("k_cache"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *k_cache
+     * }
+     */
+    public static final AddressLayout k_cache$layout() {
+        return k_cache$LAYOUT;
+    }
+
+    private static final long k_cache$OFFSET = $LAYOUT.byteOffset(groupElement("k_cache"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *k_cache
+     * }
+     */
+    public static final long k_cache$offset() {
+        return k_cache$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *k_cache
+     * }
+     */
+    public static MemorySegment k_cache(MemorySegment struct) {
+        return struct.get(k_cache$LAYOUT, k_cache$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *k_cache
+     * }
+     */
+    public static void k_cache(MemorySegment struct, MemorySegment fieldValue) {
+        struct.set(k_cache$LAYOUT, k_cache$OFFSET, fieldValue);
+    }
+
+    private static final AddressLayout v_cache$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("v_cache"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *v_cache
+     * }
+     */
+    public static final AddressLayout v_cache$layout() {
+        return v_cache$LAYOUT;
+    }
+
+    private static final long v_cache$OFFSET = $LAYOUT.byteOffset(groupElement("v_cache"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *v_cache
+     * }
+     */
+    public static final long v_cache$offset() {
+        return v_cache$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *v_cache
+     * }
+     */
+    public static MemorySegment v_cache(MemorySegment struct) {
+        return struct.get(v_cache$LAYOUT, v_cache$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *v_cache
+     * }
+     */
+    public static void v_cache(MemorySegment struct, MemorySegment fieldValue) {
+        struct.set(v_cache$LAYOUT, v_cache$OFFSET, fieldValue);
+    }
+
+    private static final AddressLayout block_table$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("block_table"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *block_table
+     * }
+     */
+    public static final AddressLayout block_table$layout() {
+        return block_table$LAYOUT;
+    }
+
+    private static final long block_table$OFFSET = $LAYOUT.byteOffset(groupElement("block_table"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *block_table
+     * }
+     */
+    public static final long block_table$offset() {
+        return block_table$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *block_table
+     * }
+     */
+    public static MemorySegment block_table(MemorySegment struct) {
+        return struct.get(block_table$LAYOUT, block_table$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *block_table
+     * }
+     */
+    public static void block_table(MemorySegment struct, MemorySegment fieldValue) {
+        struct.set(block_table$LAYOUT, block_table$OFFSET, fieldValue);
+    }
+
+    private static final AddressLayout cache_seqlens$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("cache_seqlens"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *cache_seqlens
+     * }
+     */
+    public static final AddressLayout cache_seqlens$layout() {
+        return cache_seqlens$LAYOUT;
+    }
+
+    private static final long cache_seqlens$OFFSET = $LAYOUT.byteOffset(groupElement("cache_seqlens"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *cache_seqlens
+     * }
+     */
+    public static final long cache_seqlens$offset() {
+        return cache_seqlens$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *cache_seqlens
+     * }
+     */
+    public static MemorySegment cache_seqlens(MemorySegment struct) {
+        return struct.get(cache_seqlens$LAYOUT, cache_seqlens$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *cache_seqlens
+     * }
+     */
+    public static void cache_seqlens(MemorySegment struct, MemorySegment fieldValue) {
+        struct.set(cache_seqlens$LAYOUT, cache_seqlens$OFFSET, fieldValue);
+    }
+
+    private static final AddressLayout k_new$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("k_new"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *k_new
+     * }
+     */
+    public static final AddressLayout k_new$layout() {
+        return k_new$LAYOUT;
+    }
+
+    private static final long k_new$OFFSET = $LAYOUT.byteOffset(groupElement("k_new"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *k_new
+     * }
+     */
+    public static final long k_new$offset() {
+        return k_new$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *k_new
+     * }
+     */
+    public static MemorySegment k_new(MemorySegment struct) {
+        return struct.get(k_new$LAYOUT, k_new$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *k_new
+     * }
+     */
+    public static void k_new(MemorySegment struct, MemorySegment fieldValue) {
+        struct.set(k_new$LAYOUT, k_new$OFFSET, fieldValue);
+    }
+
+    private static final AddressLayout v_new$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("v_new"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *v_new
+     * }
+     */
+    public static final AddressLayout v_new$layout() {
+        return v_new$LAYOUT;
+    }
+
+    private static final long v_new$OFFSET = $LAYOUT.byteOffset(groupElement("v_new"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *v_new
+     * }
+     */
+    public static final long v_new$offset() {
+        return v_new$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *v_new
+     * }
+     */
+    public static MemorySegment v_new(MemorySegment struct) {
+        return struct.get(v_new$LAYOUT, v_new$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *v_new
+     * }
+     */
+    public static void v_new(MemorySegment struct, MemorySegment fieldValue) {
+        struct.set(v_new$LAYOUT, v_new$OFFSET, fieldValue);
+    }
+
+    private static final AddressLayout prefix_k$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("prefix_k"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *prefix_k
+     * }
+     */
+    public static final AddressLayout prefix_k$layout() {
+        return prefix_k$LAYOUT;
+    }
+
+    private static final long prefix_k$OFFSET = $LAYOUT.byteOffset(groupElement("prefix_k"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *prefix_k
+     * }
+     */
+    public static final long prefix_k$offset() {
+        return prefix_k$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *prefix_k
+     * }
+     */
+    public static MemorySegment prefix_k(MemorySegment struct) {
+        return struct.get(prefix_k$LAYOUT, prefix_k$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *prefix_k
+     * }
+     */
+    public static void prefix_k(MemorySegment struct, MemorySegment fieldValue) {
+        struct.set(prefix_k$LAYOUT, prefix_k$OFFSET, fieldValue);
+    }
+
+    private static final AddressLayout prefix_v$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("prefix_v"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *prefix_v
+     * }
+     */
+    public static final AddressLayout prefix_v$layout() {
+        return prefix_v$LAYOUT;
+    }
+
+    private static final long prefix_v$OFFSET = $LAYOUT.byteOffset(groupElement("prefix_v"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *prefix_v
+     * }
+     */
+    public static final long prefix_v$offset() {
+        return prefix_v$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *prefix_v
+     * }
+     */
+    public static MemorySegment prefix_v(MemorySegment struct) {
+        return struct.get(prefix_v$LAYOUT, prefix_v$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *prefix_v
+     * }
+     */
+    public static void prefix_v(MemorySegment struct, MemorySegment fieldValue) {
+        struct.set(prefix_v$LAYOUT, prefix_v$OFFSET, fieldValue);
+    }
+
+    private static final AddressLayout merge_out$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("merge_out"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *const *merge_out
+     * }
+     */
+    public static final AddressLayout merge_out$layout() {
+        return merge_out$LAYOUT;
+    }
+
+    private static final long merge_out$OFFSET = $LAYOUT.byteOffset(groupElement("merge_out"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *const *merge_out
+     * }
+     */
+    public static final long merge_out$offset() {
+        return merge_out$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *const *merge_out
+     * }
+     */
+    public static MemorySegment merge_out(MemorySegment struct) {
+        return struct.get(merge_out$LAYOUT, merge_out$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *const *merge_out
+     * }
+     */
+    public static void merge_out(MemorySegment struct, MemorySegment fieldValue) {
+        struct.set(merge_out$LAYOUT, merge_out$OFFSET, fieldValue);
+    }
+
+    private static final AddressLayout merge_lse$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("merge_lse"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *const *merge_lse
+     * }
+     */
+    public static final AddressLayout merge_lse$layout() {
+        return merge_lse$LAYOUT;
+    }
+
+    private static final long merge_lse$OFFSET = $LAYOUT.byteOffset(groupElement("merge_lse"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *const *merge_lse
+     * }
+     */
+    public static final long merge_lse$offset() {
+        return merge_lse$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *const *merge_lse
+     * }
+     */
+    public static MemorySegment merge_lse(MemorySegment struct) {
+        return struct.get(merge_lse$LAYOUT, merge_lse$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * const fa4j_tensor *const *merge_lse
+     * }
+     */
+    public static void merge_lse(MemorySegment struct, MemorySegment fieldValue) {
+        struct.set(merge_lse$LAYOUT, merge_lse$OFFSET, fieldValue);
+    }
+
+    private static final OfInt merge_count$LAYOUT = (OfInt)$LAYOUT.select(groupElement("merge_count"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * int32_t merge_count
+     * }
+     */
+    public static final OfInt merge_count$layout() {
+        return merge_count$LAYOUT;
+    }
+
+    private static final long merge_count$OFFSET = $LAYOUT.byteOffset(groupElement("merge_count"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * int32_t merge_count
+     * }
+     */
+    public static final long merge_count$offset() {
+        return merge_count$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * int32_t merge_count
+     * }
+     */
+    public static int merge_count(MemorySegment struct) {
+        return struct.get(merge_count$LAYOUT, merge_count$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * int32_t merge_count
+     * }
+     */
+    public static void merge_count(MemorySegment struct, int fieldValue) {
+        struct.set(merge_count$LAYOUT, merge_count$OFFSET, fieldValue);
+    }
+
+    private static final OfInt num_splits$LAYOUT = (OfInt)$LAYOUT.select(groupElement("num_splits"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * int32_t num_splits
+     * }
+     */
+    public static final OfInt num_splits$layout() {
+        return num_splits$LAYOUT;
+    }
+
+    private static final long num_splits$OFFSET = $LAYOUT.byteOffset(groupElement("num_splits"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * int32_t num_splits
+     * }
+     */
+    public static final long num_splits$offset() {
+        return num_splits$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * int32_t num_splits
+     * }
+     */
+    public static int num_splits(MemorySegment struct) {
+        return struct.get(num_splits$LAYOUT, num_splits$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * int32_t num_splits
+     * }
+     */
+    public static void num_splits(MemorySegment struct, int fieldValue) {
+        struct.set(num_splits$LAYOUT, num_splits$OFFSET, fieldValue);
     }
 
     /**

@@ -50,6 +50,15 @@ public class flashattn4j_h extends flashattn4j_h$shared {
     public static int FA4J_DLPACK_MINOR_VERSION() {
         return FA4J_DLPACK_MINOR_VERSION;
     }
+    private static final int FA4J_DECODE_MAX_SPLITS = (int)256L;
+    /**
+     * {@snippet lang=c :
+     * #define FA4J_DECODE_MAX_SPLITS 256
+     * }
+     */
+    public static int FA4J_DECODE_MAX_SPLITS() {
+        return FA4J_DECODE_MAX_SPLITS;
+    }
     private static final int FA4J_OK = (int)0L;
     /**
      * {@snippet lang=c :
@@ -1835,6 +1844,24 @@ public class flashattn4j_h extends flashattn4j_h$shared {
      */
     public static int FA4J_ATTENTION_BACKWARD() {
         return FA4J_ATTENTION_BACKWARD;
+    }
+    private static final int FA4J_ATTENTION_DECODE = (int)2L;
+    /**
+     * {@snippet lang=c :
+     * enum fa4j_attention_direction.FA4J_ATTENTION_DECODE = 2
+     * }
+     */
+    public static int FA4J_ATTENTION_DECODE() {
+        return FA4J_ATTENTION_DECODE;
+    }
+    private static final int FA4J_ATTENTION_MERGE = (int)3L;
+    /**
+     * {@snippet lang=c :
+     * enum fa4j_attention_direction.FA4J_ATTENTION_MERGE = 3
+     * }
+     */
+    public static int FA4J_ATTENTION_MERGE() {
+        return FA4J_ATTENTION_MERGE;
     }
 
     private static class fa4j_attention {
