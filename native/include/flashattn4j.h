@@ -474,6 +474,14 @@ typedef struct fa4j_attention_args {
     const fa4j_tensor* const* merge_lse; /* merge: their float32 lse [batch, heads, seqlen] */
     int32_t merge_count;               /* merge: number of partial results, >= 1 */
     int32_t num_splits;                /* decode: key splits per sequence; 0 = heuristic, 1..FA4J_DECODE_MAX_SPLITS forced */
+
+    /* ---- determinism ---- */
+    int32_t deterministic;  /* non-zero: the results must be bitwise identical run to run for the same inputs,
+                             * device and library. The CPU backend always is (whatever its thread count), and
+                             * so is every CUDA forward kernel (each output element is written by one block);
+                             * the CUDA backward kernels are not (dQ is accumulated in the order blocks
+                             * arrive), so a deterministic backward on CUDA tensors is refused with
+                             * FA4J_ERROR_UNSUPPORTED until a kernel offers it. 0: no such promise. */
 } fa4j_attention_args;
 
 /* The largest num_splits a decode call may force. */

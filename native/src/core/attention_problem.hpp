@@ -101,6 +101,7 @@ struct AttentionConfig {
     float softmax_scale;
     bool causal;      // also folded into features.window_right
     int num_threads;  // CPU backend; 0 = default
+    bool deterministic = false;  // results bitwise identical run to run (fa4j_attention_args.deterministic)
     ScoreFeatures features;
     VarlenInfo varlen;
     QuantConfig quant{};  // mode None: plain attention

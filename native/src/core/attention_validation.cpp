@@ -776,6 +776,7 @@ ValidatedCall validate(const fa4j_attention_args* args) {
         config.softmax_scale = a.softmax_scale;
         config.causal = a.causal != 0;
         config.num_threads = a.num_threads;
+        config.deterministic = a.deterministic != 0;
         return validate_decode(a, config, family);
     }
     require_no_kv_cache_fields(a);
@@ -786,6 +787,7 @@ ValidatedCall validate(const fa4j_attention_args* args) {
     config.softmax_scale = a.softmax_scale;
     config.causal = a.causal != 0;
     config.num_threads = a.num_threads;
+    config.deterministic = a.deterministic != 0;
 
     const QuantConfig quant = quant_config(a);
     if (quant.enabled()) check_quantized_call(a, quant, varlen);

@@ -30,6 +30,9 @@ struct KernelRow {
     int (*smem_bytes)(int head_dim, int cc_major) = nullptr;
     // Appended to the refusal of a head dim beyond the instantiations: what it waits for.
     const char* beyond_head_dims = nullptr;
+    // Whether its results are bitwise identical run to run (fa4j_attention_args.deterministic): no output
+    // is accumulated in the order blocks arrive. A kernel promises it only when stated here.
+    bool deterministic = false;
 };
 
 // The shared memory one block may use (opt-in) per compute capability, in bytes, as the CUDA C++ Programming
@@ -59,13 +62,15 @@ const KernelRow kRows[] = {
     // Hopper forward (sm_90a code runs only on compute capability 9.0).
     {CudaKernel::kSm90Forward, "SM90 forward", FA4J_ATTENTION_FORWARD, 9, 0, true,
      kernel_instantiations::kSM90_FORWARD, static_cast<int>(std::size(kernel_instantiations::kSM90_FORWARD)),
-     /*varlen=*/true, /*window=*/true, /*softcap=*/true, /*alibi=*/true, /*max_batch_heads=*/0, /*verified=*/false},
+     /*varlen=*/true, /*window=*/true, /*softcap=*/true, /*alibi=*/true, /*max_batch_heads=*/0, /*verified=*/false,
+     /*smem_bytes=*/nullptr, /*beyond_head_dims=*/nullptr, /*deterministic=*/true},
 
     // FlashAttention-2 forward (kernels/sm80/): every head dim's tile fits sm_86/sm_89's 99 KB of shared
     // memory per CTA (static_assert in forward_tiles.cuh), so it runs on every GPU from sm_80 on.
     {CudaKernel::kSm80Forward, "SM80 forward", FA4J_ATTENTION_FORWARD, 8, 0, false,
      kernel_instantiations::kSM80_FORWARD, static_cast<int>(std::size(kernel_instantiations::kSM80_FORWARD)),
-     /*varlen=*/true, /*window=*/true, /*softcap=*/true, /*alibi=*/true, /*max_batch_heads=*/0, /*verified=*/false},
+     /*varlen=*/true, /*window=*/true, /*softcap=*/true, /*alibi=*/true, /*max_batch_heads=*/0, /*verified=*/false,
+     /*smem_bytes=*/nullptr, /*beyond_head_dims=*/nullptr, /*deterministic=*/true},
 
     // FlashAttention-2 backward (kernels/sm80/backward_*): every feature. It needs ~162 KB of shared memory
     // per block on 8.x (dQ by atomics) and ~194 KB from 9.0 (dQ staged for bulk reduction): it runs on compute
@@ -75,19 +80,22 @@ const KernelRow kRows[] = {
      kernel_instantiations::kSM80_BACKWARD, static_cast<int>(std::size(kernel_instantiations::kSM80_BACKWARD)),
      /*varlen=*/true, /*window=*/true, /*softcap=*/true, /*alibi=*/true, /*max_batch_heads=*/0, /*verified=*/false,
      /*smem_bytes=*/cuda::kernels::sm80::backward_smem_bytes,
-     /*beyond_head_dims=*/"head dims above 128 wait for the Hopper (SM90) backward kernel"},
+     /*beyond_head_dims=*/"head dims above 128 wait for the Hopper (SM90) backward kernel", /*deterministic=*/false},
 
     // The GPU-verified v1 kernels (kernels/v1/): what release builds run until the rows above are verified.
     {CudaKernel::kSm90ForwardV1, "SM90 forward (v1)", FA4J_ATTENTION_FORWARD, 9, 0, true,
      kernel_instantiations::kSM90_FORWARD_V1, static_cast<int>(std::size(kernel_instantiations::kSM90_FORWARD_V1)),
-     /*varlen=*/false, /*window=*/false, /*softcap=*/false, /*alibi=*/false, /*max_batch_heads=*/0, /*verified=*/true},
+     /*varlen=*/false, /*window=*/false, /*softcap=*/false, /*alibi=*/false, /*max_batch_heads=*/0, /*verified=*/true,
+     /*smem_bytes=*/nullptr, /*beyond_head_dims=*/nullptr, /*deterministic=*/true},
     {CudaKernel::kSm80ForwardV1, "SM80 forward (v1)", FA4J_ATTENTION_FORWARD, 8, 0, false,
      kernel_instantiations::kSM80_FORWARD_V1, static_cast<int>(std::size(kernel_instantiations::kSM80_FORWARD_V1)),
-     /*varlen=*/false, /*window=*/false, /*softcap=*/false, /*alibi=*/false, /*max_batch_heads=*/0, /*verified=*/true},
+     /*varlen=*/false, /*window=*/false, /*softcap=*/false, /*alibi=*/false, /*max_batch_heads=*/0, /*verified=*/true,
+     /*smem_bytes=*/nullptr, /*beyond_head_dims=*/nullptr, /*deterministic=*/true},
     {CudaKernel::kSm80BackwardV1, "SM80 backward (v1)", FA4J_ATTENTION_BACKWARD, 8, 0, false,
      kernel_instantiations::kSM80_BACKWARD_V1, static_cast<int>(std::size(kernel_instantiations::kSM80_BACKWARD_V1)),
      /*varlen=*/false, /*window=*/false, /*softcap=*/false, /*alibi=*/false, /*max_batch_heads=*/0, /*verified=*/true,
-     /*smem_bytes=*/nullptr, /*beyond_head_dims=*/"head dims above 128 wait for the Hopper (SM90) backward kernel"},
+     /*smem_bytes=*/nullptr, /*beyond_head_dims=*/"head dims above 128 wait for the Hopper (SM90) backward kernel",
+     /*deterministic=*/false},
 };
 // -------------------------------------------------------------------------------------------------
 
@@ -144,6 +152,10 @@ std::string cuda_kernel_refusal(CudaKernel kernel, const AttentionConfig& config
                    " GPUs (use CPU tensors)";
         }
     }
+    if (config.deterministic && !row.deterministic)
+        return who + " is not deterministic (it accumulates dQ in the order blocks arrive, which can change the last "
+                     "bits run to run): deterministic mode waits for a kernel that orders it (use CPU tensors, which "
+                     "are always deterministic, or turn deterministic off)";
     const ScoreFeatures& f = config.features;
     const bool causal_only = f.window_left == ScoreFeatures::kUnbounded && f.window_right == 0;
     auto lacks = [&](const char* feature) {

@@ -174,6 +174,7 @@ record AttentionCall(boolean backward, Tensor dout, Tensor q, Tensor k, Tensor v
         fa4j_attention_args.window_left(a, options.windowLeft());
         fa4j_attention_args.window_right(a, options.windowRight());
         fa4j_attention_args.num_threads(a, options.numThreads());
+        fa4j_attention_args.deterministic(a, options.deterministic() ? 1 : 0);
         fa4j_attention_args.quant_mode(a, options.quantization().nativeCode());
         if (options.quantization() != QuantizationMode.NONE) {
             int flags = (options.smoothK() ? 0 : flashattn4j_h.FA4J_QUANT_NO_SMOOTH_K())

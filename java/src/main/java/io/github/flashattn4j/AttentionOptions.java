@@ -47,6 +47,7 @@ public final class AttentionOptions {
     private final Tensor alibiSlopes;
     private final KernelFamily kernelFamily;
     private final int numThreads;
+    private final boolean deterministic;
     private final QuantizationMode quantization;
     private final boolean smoothK;
     private final boolean smoothQ;
@@ -61,6 +62,7 @@ public final class AttentionOptions {
         this.alibiSlopes = b.alibiSlopes;
         this.kernelFamily = b.kernelFamily;
         this.numThreads = b.numThreads;
+        this.deterministic = b.deterministic;
         this.quantization = b.quantization;
         this.smoothK = b.smoothK;
         this.smoothQ = b.smoothQ;
@@ -87,6 +89,7 @@ public final class AttentionOptions {
         b.alibiSlopes = alibiSlopes;
         b.kernelFamily = kernelFamily;
         b.numThreads = numThreads;
+        b.deterministic = deterministic;
         b.quantization = quantization;
         b.smoothK = smoothK;
         b.smoothQ = smoothQ;
@@ -141,6 +144,11 @@ public final class AttentionOptions {
         return numThreads;
     }
 
+    /** Whether the call must give bitwise-identical results run to run ({@link Builder#deterministic}). */
+    public boolean deterministic() {
+        return deterministic;
+    }
+
     /** The quantization mode; {@link QuantizationMode#NONE} for plain attention. */
     public QuantizationMode quantization() {
         return quantization;
@@ -169,6 +177,7 @@ public final class AttentionOptions {
                 && alibiSlopes == other.alibiSlopes
                 && kernelFamily == other.kernelFamily
                 && numThreads == other.numThreads
+                && deterministic == other.deterministic
                 && quantization == other.quantization
                 && smoothK == other.smoothK
                 && smoothQ == other.smoothQ;
@@ -177,7 +186,7 @@ public final class AttentionOptions {
     @Override
     public int hashCode() {
         return Objects.hash(hasSoftmaxScale, softmaxScale, causal, windowLeft, windowRight, softcap,
-                System.identityHashCode(alibiSlopes), kernelFamily, numThreads, quantization, smoothK, smoothQ);
+                System.identityHashCode(alibiSlopes), kernelFamily, numThreads, deterministic, quantization, smoothK, smoothQ);
     }
 
     @Override
@@ -185,7 +194,7 @@ public final class AttentionOptions {
         return "AttentionOptions[softmaxScale=" + (hasSoftmaxScale ? softmaxScale : "1/sqrt(d)") + ", causal=" + causal
                 + ", window=(" + windowLeft + ", " + windowRight + "), softcap=" + softcap
                 + ", alibiSlopes=" + (alibiSlopes == null ? "none" : alibiSlopes) + ", kernelFamily=" + kernelFamily
-                + ", numThreads=" + numThreads + ", quantization=" + quantization
+                + ", numThreads=" + numThreads + (deterministic ? ", deterministic" : "") + ", quantization=" + quantization
                 + (quantization == QuantizationMode.NONE ? "" : ", smoothK=" + smoothK + ", smoothQ=" + smoothQ) + "]";
     }
 
@@ -204,6 +213,7 @@ public final class AttentionOptions {
         private Tensor alibiSlopes;
         private KernelFamily kernelFamily = KernelFamily.AUTO;
         private int numThreads;
+        private boolean deterministic;
         private QuantizationMode quantization = QuantizationMode.NONE;
         private boolean smoothK = true;
         private boolean smoothQ = true;
@@ -290,6 +300,20 @@ public final class AttentionOptions {
         public Builder numThreads(int numThreads) {
             if (numThreads < 0) throw new IllegalArgumentException("numThreads must be >= 0: " + numThreads);
             this.numThreads = numThreads;
+            return this;
+        }
+
+        /**
+         * Requires results that are bitwise identical run to run for the same inputs, device and library
+         * (for example reproducible gradients in training). The CPU backend is deterministic in every call,
+         * whatever its thread count. On CUDA every forward kernel is (each output element is written by one
+         * block); the CUDA backward kernels are not (dQ is accumulated in the order blocks arrive, which can
+         * change the last bits), so a deterministic backward on CUDA tensors is refused as
+         * {@link FlashAttnException.Unsupported} until a kernel offers it; the support queries say so.
+         * Off by default.
+         */
+        public Builder deterministic(boolean deterministic) {
+            this.deterministic = deterministic;
             return this;
         }
 

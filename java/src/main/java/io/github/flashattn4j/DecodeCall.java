@@ -116,6 +116,7 @@ record DecodeCall(Tensor q, KvCache cache, DecodeOptions options) implements Nat
         fa4j_attention_args.window_left(a, o.windowLeft());
         fa4j_attention_args.window_right(a, o.windowRight());
         fa4j_attention_args.num_threads(a, o.numThreads());
+        fa4j_attention_args.deterministic(a, o.deterministic() ? 1 : 0);
         fa4j_attention_args.num_splits(a, options.numSplits());
         return a;
     }

@@ -57,6 +57,7 @@ import static java.lang.foreign.MemoryLayout.PathElement.*;
  *     const fa4j_tensor *const *merge_lse;
  *     int32_t merge_count;
  *     int32_t num_splits;
+ *     int32_t deterministic;
  * }
  * }
  */
@@ -108,7 +109,9 @@ public class fa4j_attention_args {
         flashattn4j_h.C_POINTER.withName("merge_out"),
         flashattn4j_h.C_POINTER.withName("merge_lse"),
         flashattn4j_h.C_INT.withName("merge_count"),
-        flashattn4j_h.C_INT.withName("num_splits")
+        flashattn4j_h.C_INT.withName("num_splits"),
+        flashattn4j_h.C_INT.withName("deterministic"),
+        MemoryLayout.paddingLayout(4)
     ).withName("fa4j_attention_args");
 
     /**
@@ -1964,6 +1967,50 @@ public class fa4j_attention_args {
      */
     public static void num_splits(MemorySegment struct, int fieldValue) {
         struct.set(num_splits$LAYOUT, num_splits$OFFSET, fieldValue);
+    }
+
+    private static final OfInt deterministic$LAYOUT = (OfInt)$LAYOUT.select(groupElement("deterministic"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * int32_t deterministic
+     * }
+     */
+    public static final OfInt deterministic$layout() {
+        return deterministic$LAYOUT;
+    }
+
+    private static final long deterministic$OFFSET = $LAYOUT.byteOffset(groupElement("deterministic"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * int32_t deterministic
+     * }
+     */
+    public static final long deterministic$offset() {
+        return deterministic$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * int32_t deterministic
+     * }
+     */
+    public static int deterministic(MemorySegment struct) {
+        return struct.get(deterministic$LAYOUT, deterministic$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * int32_t deterministic
+     * }
+     */
+    public static void deterministic(MemorySegment struct, int fieldValue) {
+        struct.set(deterministic$LAYOUT, deterministic$OFFSET, fieldValue);
     }
 
     /**
