@@ -4,25 +4,25 @@ import io.github.flashattn4j.internal.bindings.fa4j_device;
 import io.github.flashattn4j.internal.bindings.fa4j_dtype;
 import io.github.flashattn4j.internal.bindings.fa4j_tensor;
 
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import java.lang.foreign.SegmentAllocator;
 import java.lang.foreign.ValueLayout;
 
-/** Writes a tensor as an {@code fa4j_tensor} (DLTensor layout) into an arena for one native call. */
+/** Writes a tensor as an {@code fa4j_tensor} (DLTensor layout) into memory for one native call. */
 final class TensorDescriptors {
 
     private TensorDescriptors() {}
 
-    static MemorySegment describe(Tensor t, Arena arena) {
-        return describe(t.baseAddress(), t.device(), t.dtype(), t.layout(), t.byteOffset(), arena);
+    static MemorySegment describe(Tensor t, SegmentAllocator memory) {
+        return describe(t.baseAddress(), t.device(), t.dtype(), t.layout(), t.byteOffset(), memory);
     }
 
     /**
      * A contiguous tensor of {@code shape} at {@code address}, where nothing need be allocated: for calls
      * that read no tensor data (the attention support query).
      */
-    static MemorySegment describeUnallocated(DType dtype, Device device, long[] shape, long address, Arena arena) {
-        return describe(address, device, dtype, Layout.contiguous(shape), 0, arena);
+    static MemorySegment describeUnallocated(DType dtype, Device device, long[] shape, long address, SegmentAllocator memory) {
+        return describe(address, device, dtype, Layout.contiguous(shape), 0, memory);
     }
 
     /** Writes {@code device} into an {@code fa4j_device} (DLDevice). */
@@ -31,8 +31,9 @@ final class TensorDescriptors {
         fa4j_device.device_id(target, device.index());
     }
 
-    private static MemorySegment describe(long address, Device dev, DType type, Layout layout, long byteOffset, Arena arena) {
-        MemorySegment d = fa4j_tensor.allocate(arena);
+    private static MemorySegment describe(long address, Device dev, DType type, Layout layout, long byteOffset,
+                                          SegmentAllocator memory) {
+        MemorySegment d = fa4j_tensor.allocate(memory);
         fa4j_tensor.data(d, MemorySegment.ofAddress(address));
         writeDevice(fa4j_tensor.device(d), dev);
         fa4j_tensor.ndim(d, layout.rank());
@@ -40,8 +41,9 @@ final class TensorDescriptors {
         fa4j_dtype.code(dtype, (byte) type.dlpackCode());
         fa4j_dtype.bits(dtype, (byte) type.bits());
         fa4j_dtype.lanes(dtype, (short) 1);
-        fa4j_tensor.shape(d, arena.allocateFrom(ValueLayout.JAVA_LONG, layout.shapeCopy()));
-        fa4j_tensor.strides(d, arena.allocateFrom(ValueLayout.JAVA_LONG, layout.stridesCopy()));
+        // The layout's own arrays: only read, to be copied.
+        fa4j_tensor.shape(d, memory.allocateFrom(ValueLayout.JAVA_LONG, layout.shape()));
+        fa4j_tensor.strides(d, memory.allocateFrom(ValueLayout.JAVA_LONG, layout.strides()));
         fa4j_tensor.byte_offset(d, byteOffset);
         return d;
     }
