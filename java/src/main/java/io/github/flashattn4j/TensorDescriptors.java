@@ -33,17 +33,23 @@ final class TensorDescriptors {
 
     private static MemorySegment describe(long address, Device dev, DType type, Layout layout, long byteOffset,
                                           SegmentAllocator memory) {
-        MemorySegment d = fa4j_tensor.allocate(memory);
+        // One block: the descriptor, then its shape and strides arrays.
+        int rank = layout.rank();
+        long header = fa4j_tensor.layout().byteSize();
+        long arrayBytes = (long) rank * Long.BYTES;
+        MemorySegment d = memory.allocate(header + 2 * arrayBytes, fa4j_tensor.layout().byteAlignment());
         fa4j_tensor.data(d, MemorySegment.ofAddress(address));
         writeDevice(fa4j_tensor.device(d), dev);
-        fa4j_tensor.ndim(d, layout.rank());
+        fa4j_tensor.ndim(d, rank);
         MemorySegment dtype = fa4j_tensor.dtype(d);
         fa4j_dtype.code(dtype, (byte) type.dlpackCode());
         fa4j_dtype.bits(dtype, (byte) type.bits());
         fa4j_dtype.lanes(dtype, (short) 1);
         // The layout's own arrays: only read, to be copied.
-        fa4j_tensor.shape(d, memory.allocateFrom(ValueLayout.JAVA_LONG, layout.shape()));
-        fa4j_tensor.strides(d, memory.allocateFrom(ValueLayout.JAVA_LONG, layout.strides()));
+        MemorySegment.copy(layout.shape(), 0, d, ValueLayout.JAVA_LONG, header, rank);
+        MemorySegment.copy(layout.strides(), 0, d, ValueLayout.JAVA_LONG, header + arrayBytes, rank);
+        fa4j_tensor.shape(d, d.asSlice(header, arrayBytes));
+        fa4j_tensor.strides(d, d.asSlice(header + arrayBytes, arrayBytes));
         fa4j_tensor.byte_offset(d, byteOffset);
         return d;
     }
