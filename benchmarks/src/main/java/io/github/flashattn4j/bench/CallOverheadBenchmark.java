@@ -6,6 +6,7 @@ import io.github.flashattn4j.DType;
 import io.github.flashattn4j.DecodeOptions;
 import io.github.flashattn4j.Device;
 import io.github.flashattn4j.KvCache;
+import io.github.flashattn4j.PagedKvCache;
 import io.github.flashattn4j.Tensor;
 import io.github.flashattn4j.TensorScope;
 import io.github.flashattn4j.internal.bindings.fa4j_attention_args;
@@ -34,19 +35,22 @@ import java.util.concurrent.TimeUnit;
 
 /**
  * The Java API's cost per attention call, on problems so small that the native work is about a microsecond: one
- * query of float32 d{@code dim} against {@code keys} keys, one head, {@code num_threads} 1 (parameter {@code threads}), CPU, preallocated
- * outputs. Four calls:
+ * query of float32 d{@code dim} against {@code keys} keys, one head, {@code num_threads} 1 (parameter
+ * {@code threads}), CPU. The calls:
  * <ul>
  *   <li>{@code forwardInto}, {@code decodeInto}: {@link Attention#forwardInto} and {@link Attention#decodeInto}
- *       (decode: a dense cache of {@code keys} tokens, no append), as an application makes them;</li>
+ *       into preallocated outputs (decode: a dense cache of {@code keys} tokens, no append), as an application
+ *       makes them;</li>
  *   <li>{@code forwardBindings}, {@code decodeBindings}: the same {@code fa4j_attention} calls through the
  *       generated bindings with every descriptor and the args struct written once in setup: the floor an FFM
- *       call reaches (the native validation and kernel plus the downcall).</li>
+ *       call reaches (the native validation and kernel plus the downcall);</li>
+ *   <li>{@code pagedDecodeInto}: a step of a decode loop on a {@link PagedKvCache} holding the same keys,
+ *       without the append;</li>
+ *   <li>{@code forwardAllocating}, {@code decodeAllocating}: {@link Attention#forward} and {@link Attention#decode}
+ *       allocating their outputs (closed at once), which adds a support query and two allocations.</li>
  * </ul>
- * and {@code forwardAllocating}, {@code decodeAllocating}: {@link Attention#forward} and {@link Attention#decode}
- * allocating their outputs (closed at once), which adds a support query and two allocations.
- * The Java overhead is the difference of the pairs; {@code native/bench/fa4j_call_bench.cpp} times the same two
- * calls from C, the floor without the JVM. Run with {@code -prof gc} for the bytes allocated per call.
+ * The Java overhead is the difference to the bindings; {@code native/bench/fa4j_call_bench.cpp} times the same
+ * two calls from C, the floor without the JVM. Run with {@code -prof gc} for the bytes allocated per call.
  */
 @State(Scope.Thread)
 @BenchmarkMode(Mode.AverageTime)
@@ -72,6 +76,8 @@ public class CallOverheadBenchmark {
     private AttentionOptions options;
     private DecodeOptions decodeOptions;
     private KvCache cache;
+    private PagedKvCache paged;
+    private final int[] sequences = new int[1];
     private MemorySegment forwardArgs, decodeArgs;
 
     @Setup(Level.Trial)
@@ -89,6 +95,11 @@ public class CallOverheadBenchmark {
         // Loads the library (the bindings need it) and checks that both calls are accepted.
         Attention.forwardInto(q, k, v, out, lse, options);
         Attention.decodeInto(q, cache, out, lse, decodeOptions);
+        // The same keys in a paged cache (pages of 8), as a server's decode loop holds them.
+        paged = PagedKvCache.builder().dtype(DType.FLOAT32).device(Device.CPU).kvHeads(1).headDim(dim).pageSize(8)
+                .numPages((keys + 7) / 8).maxSequences(1).maxSequenceLength(keys).build();
+        sequences[0] = paged.newSequence();
+        paged.append(sequences, k, v);
 
         arena = Arena.ofShared();
         forwardArgs = args(flashattn4j_h.FA4J_ATTENTION_FORWARD());
@@ -135,6 +146,7 @@ public class CallOverheadBenchmark {
     @TearDown(Level.Trial)
     public void tearDown() {
         arena.close();
+        paged.close();
         scope.close();
     }
 
@@ -146,6 +158,16 @@ public class CallOverheadBenchmark {
     @Benchmark
     public void decodeInto() {
         Attention.decodeInto(q, cache, out, lse, decodeOptions);
+    }
+
+    /**
+     * One step of a paged decode loop without the append (so the cache stays {@code keys} long):
+     * {@link PagedKvCache#prepare} (the batch's lengths and block table written into the cache's tensors) and
+     * {@link Attention#decodeInto} on the view it returns.
+     */
+    @Benchmark
+    public void pagedDecodeInto() {
+        Attention.decodeInto(q, paged.prepare(sequences, 0), out, lse, decodeOptions);
     }
 
     /** {@link Attention#forward} allocating out and lse, which are closed at once: the allocating path. */
