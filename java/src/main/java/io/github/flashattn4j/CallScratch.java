@@ -21,7 +21,7 @@ import java.lang.foreign.SegmentAllocator;
  */
 final class CallScratch implements SegmentAllocator, AutoCloseable {
 
-    /** Size of a thread's reused block: a dense or decode call with every optional tensor uses under 3 KiB. */
+    /** Size of a thread's reused block: a call or support query with every optional tensor uses under 3 KiB. */
     static final long BLOCK_BYTES = 8 << 10;
 
     // The one piece of per-thread state of the library (the loaded native library is the only global one).
