@@ -335,7 +335,7 @@ typedef struct fa4j_attention_params {
     /* Non-zero: causal mask as above. */
     int32_t causal;
     /* CPU backend: worker threads to use; 0 means the library's default (all hardware threads, or the
-     * FA4J_NUM_THREADS environment variable). Ignored by the CUDA backend. */
+     * FA4J_NUM_THREADS environment variable; read once per process). Ignored by the CUDA backend. */
     int32_t num_threads;
     int32_t reserved;
 } fa4j_attention_params;

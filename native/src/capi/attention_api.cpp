@@ -15,8 +15,8 @@ extern "C" fa4j_status fa4j_attention(const fa4j_attention_args* args, fa4j_stre
 extern "C" fa4j_status fa4j_attention_support(const fa4j_attention_args* args, int32_t* status, char* reason,
                                               size_t reason_capacity) {
     return fa4j::capi::guarded(__func__, [&] {
-        fa4j::require(status != nullptr, "status is null");
-        fa4j::require(reason != nullptr || reason_capacity == 0, "reason is null but reason_capacity is not 0");
+        FA4J_REQUIRE(status != nullptr, "status is null");
+        FA4J_REQUIRE(reason != nullptr || reason_capacity == 0, "reason is null but reason_capacity is not 0");
         *status = FA4J_OK;
         std::string why;
         try {

@@ -28,7 +28,7 @@ extern "C" fa4j_status fa4j_last_error_message(const char** message) {
 
 extern "C" fa4j_status fa4j_get_version(int32_t* abi_version, int32_t* major, int32_t* minor, int32_t* patch) {
     return fa4j::capi::guarded(__func__, [&] {
-        fa4j::require(abi_version && major && minor && patch, "all output pointers must be non-null");
+        FA4J_REQUIRE(abi_version && major && minor && patch, "all output pointers must be non-null");
         *abi_version = FA4J_ABI_VERSION;
         *major = FA4J_VERSION_MAJOR;
         *minor = FA4J_VERSION_MINOR;

@@ -36,7 +36,7 @@ void require_shape(const fa4j_tensor& t, const char* name, std::initializer_list
 // given by cu_seqlens (batch stride 0 in the problem: rows are addressed by token index).
 SeqTensor seq_tensor(const fa4j_tensor& t, const char* name, bool varlen) {
     const int d = varlen ? 2 : 3;
-    require(t.shape[d] <= 1 || t.strides[d] == 1, describe(name, t) + ": head_dim must be contiguous (stride 1)");
+    FA4J_REQUIRE(t.shape[d] <= 1 || t.strides[d] == 1, describe(name, t) + ": head_dim must be contiguous (stride 1)");
     if (varlen) return SeqTensor{first_element(t), 0, t.strides[0], t.strides[1]};
     return SeqTensor{first_element(t), t.strides[0], t.strides[1], t.strides[2]};
 }
@@ -60,8 +60,8 @@ struct Common {
 
 // Heads (GQA: a multiple) and the head dim every attention kernel supports; `keys` names the key tensors.
 void check_heads(const AttentionShape& s, const char* keys) {
-    require(s.heads_q >= 1 && s.heads_kv >= 1, std::string("the number of heads of q, ") + keys + " must be at least 1");
-    require(s.heads_q % s.heads_kv == 0, "heads of q (" + std::to_string(s.heads_q) + ") must be a multiple of heads of " +
+    FA4J_REQUIRE(s.heads_q >= 1 && s.heads_kv >= 1, std::string("the number of heads of q, ") + keys + " must be at least 1");
+    FA4J_REQUIRE(s.heads_q % s.heads_kv == 0, "heads of q (" + std::to_string(s.heads_q) + ") must be a multiple of heads of " +
                                              keys + " (" + std::to_string(s.heads_kv) + ")");
     if (s.head_dim < kHeadDimMultiple || s.head_dim > kMaxHeadDim || s.head_dim % kHeadDimMultiple != 0)
         fail(FA4J_ERROR_UNSUPPORTED, "head_dim " + std::to_string(s.head_dim) + " is not supported: it must be a multiple of " +
@@ -86,10 +86,10 @@ Common check_qkv(const fa4j_tensor* q, const fa4j_tensor* k, const fa4j_tensor* 
     if (!quantized) require_compute_dtype(dtype, "q");
     const DType k_dtype = check_descriptor(k, "k", rank);
     if (!quantized && k_dtype != dtype) require_compute_dtype(k_dtype, "k");
-    require(quantized || k_dtype == dtype, "k must have the dtype of q (" + std::string(dtype_name(dtype)) + ")");
+    FA4J_REQUIRE(quantized || k_dtype == dtype, "k must have the dtype of q (" + std::string(dtype_name(dtype)) + ")");
     const DType v_dtype = check_descriptor(v, "v", rank);
     if (!quantized && v_dtype != dtype) require_compute_dtype(v_dtype, "v");
-    require(quantized || v_dtype == dtype, "v must have the dtype of q (" + std::string(dtype_name(dtype)) + ")");
+    FA4J_REQUIRE(quantized || v_dtype == dtype, "v must have the dtype of q (" + std::string(dtype_name(dtype)) + ")");
     Common c{};
     c.dtype = dtype;
     c.operand_dtypes[0] = dtype;
@@ -128,13 +128,13 @@ void check_softmax_scale(float scale, int64_t head_dim) {
 }
 
 void require_same_device(const Common& c, const fa4j_tensor& t, const char* name) {
-    require(t.device.device_type == c.device.device_type && t.device.device_id == c.device.device_id,
+    FA4J_REQUIRE(t.device.device_type == c.device.device_type && t.device.device_id == c.device.device_id,
             std::string(name) + " is on another device than q (all tensors of one call must share a device)");
 }
 
 void check_seq_like(const Common& c, const fa4j_tensor* t, const char* name, bool keys) {
     const DType dtype = check_descriptor(t, name, c.varlen ? 3 : 4);
-    require(dtype == c.dtype, std::string(name) + " must have the dtype of q (" + dtype_name(c.dtype) + ")");
+    FA4J_REQUIRE(dtype == c.dtype, std::string(name) + " must have the dtype of q (" + dtype_name(c.dtype) + ")");
     const AttentionShape& s = c.shape;
     if (c.varlen) {
         if (keys) require_shape(*t, name, {c.total_k, s.heads_kv, s.head_dim});
@@ -147,7 +147,7 @@ void check_seq_like(const Common& c, const fa4j_tensor* t, const char* name, boo
 }
 
 void check_lse(const Common& c, const fa4j_tensor* lse) {
-    require(check_descriptor(lse, "lse", c.varlen ? 2 : 3) == DType::F32, "lse must be float32");
+    FA4J_REQUIRE(check_descriptor(lse, "lse", c.varlen ? 2 : 3) == DType::F32, "lse must be float32");
     if (c.varlen) require_shape(*lse, "lse", {c.shape.heads_q, c.total_q});
     else require_shape(*lse, "lse", {c.shape.batch, c.shape.heads_q, c.shape.seqlen_q});
     require_same_device(c, *lse, "lse");
@@ -162,8 +162,8 @@ void check_qkv_devices(const Common& c, const fa4j_tensor* k, const fa4j_tensor*
 // An int32 vector of sequence lengths or offsets: its descriptor, device and length.
 const int32_t* int32_vector(const Common& c, const fa4j_tensor* t, const char* name, int64_t length) {
     check_int32_descriptor(t, name, 1);
-    require(t->shape[0] == length, describe(name, *t) + " must have " + std::to_string(length) + " elements");
-    require(length <= 1 || t->strides[0] == 1, std::string(name) + " must be contiguous");
+    FA4J_REQUIRE(t->shape[0] == length, describe(name, *t) + " must have " + std::to_string(length) + " elements");
+    FA4J_REQUIRE(length <= 1 || t->strides[0] == 1, std::string(name) + " must be contiguous");
     require_same_device(c, *t, name);
     return reinterpret_cast<const int32_t*>(first_element(*t));
 }
@@ -172,10 +172,10 @@ const int32_t* int32_vector(const Common& c, const fa4j_tensor* t, const char* n
 // read and checked here; on a device they cannot be read without a synchronisation, so the maximum
 // lengths must be given and the kernels must clamp whatever the vectors say.
 void check_varlen(const fa4j_attention_args& a, Common& c, AttentionConfig& config) {
-    require(a.cu_seqlens_q != nullptr && a.cu_seqlens_k != nullptr,
+    FA4J_REQUIRE(a.cu_seqlens_q != nullptr && a.cu_seqlens_k != nullptr,
             "cu_seqlens_q and cu_seqlens_k are given together (varlen) or not at all");
     check_int32_descriptor(a.cu_seqlens_q, "cu_seqlens_q", 1);
-    require(a.cu_seqlens_q->shape[0] >= 1, "cu_seqlens_q must have batch + 1 >= 1 elements");
+    FA4J_REQUIRE(a.cu_seqlens_q->shape[0] >= 1, "cu_seqlens_q must have batch + 1 >= 1 elements");
     const int64_t batch = a.cu_seqlens_q->shape[0] - 1;
     VarlenInfo& v = config.varlen;
     v.cu_seqlens_q = int32_vector(c, a.cu_seqlens_q, "cu_seqlens_q", batch + 1);
@@ -183,24 +183,24 @@ void check_varlen(const fa4j_attention_args& a, Common& c, AttentionConfig& conf
     if (a.seqused_k != nullptr) v.seqused_k = int32_vector(c, a.seqused_k, "seqused_k", batch);
     v.total_q = c.total_q;
     v.total_k = c.total_k;
-    require(a.max_seqlen_q >= 0 && a.max_seqlen_k >= 0, "max_seqlen_q and max_seqlen_k must be >= 0");
+    FA4J_REQUIRE(a.max_seqlen_q >= 0 && a.max_seqlen_k >= 0, "max_seqlen_q and max_seqlen_k must be >= 0");
     c.shape.batch = batch;
     c.shape.seqlen_q = a.max_seqlen_q;
     c.shape.seqlen_k = a.max_seqlen_k;
     if (c.device.device_type != FA4J_DEVICE_CPU) {
-        require(a.max_seqlen_q > 0 || c.total_q == 0, "max_seqlen_q must be given for device tensors (their lengths are not read on the host)");
-        require(a.max_seqlen_k > 0 || c.total_k == 0, "max_seqlen_k must be given for device tensors (their lengths are not read on the host)");
+        FA4J_REQUIRE(a.max_seqlen_q > 0 || c.total_q == 0, "max_seqlen_q must be given for device tensors (their lengths are not read on the host)");
+        FA4J_REQUIRE(a.max_seqlen_k > 0 || c.total_k == 0, "max_seqlen_k must be given for device tensors (their lengths are not read on the host)");
         return;
     }
     int64_t longest_q = 0, longest_k = 0;
     auto check_offsets = [&](const int32_t* cu, int64_t total, const char* name, int64_t& longest) {
-        require(cu[0] == 0, std::string(name) + "[0] must be 0, is " + std::to_string(cu[0]));
+        FA4J_REQUIRE(cu[0] == 0, std::string(name) + "[0] must be 0, is " + std::to_string(cu[0]));
         for (int64_t b = 0; b < batch; b++) {
-            require(cu[b + 1] >= cu[b], std::string(name) + " must be non-decreasing: [" + std::to_string(b) + "] = " +
+            FA4J_REQUIRE(cu[b + 1] >= cu[b], std::string(name) + " must be non-decreasing: [" + std::to_string(b) + "] = " +
                                             std::to_string(cu[b]) + " > [" + std::to_string(b + 1) + "] = " + std::to_string(cu[b + 1]));
             longest = std::max<int64_t>(longest, cu[b + 1] - cu[b]);
         }
-        require(cu[batch] <= total, std::string(name) + "[batch] = " + std::to_string(cu[batch]) + " exceeds the " +
+        FA4J_REQUIRE(cu[batch] <= total, std::string(name) + "[batch] = " + std::to_string(cu[batch]) + " exceeds the " +
                                         std::to_string(total) + " packed rows");
     };
     check_offsets(v.cu_seqlens_q, c.total_q, "cu_seqlens_q", longest_q);
@@ -208,13 +208,13 @@ void check_varlen(const fa4j_attention_args& a, Common& c, AttentionConfig& conf
     if (v.seqused_k != nullptr) {
         for (int64_t b = 0; b < batch; b++) {
             const int64_t length = v.cu_seqlens_k[b + 1] - v.cu_seqlens_k[b];
-            require(v.seqused_k[b] >= 0 && v.seqused_k[b] <= length,
+            FA4J_REQUIRE(v.seqused_k[b] >= 0 && v.seqused_k[b] <= length,
                     "seqused_k[" + std::to_string(b) + "] = " + std::to_string(v.seqused_k[b]) + " is outside 0.." + std::to_string(length));
         }
     }
-    require(a.max_seqlen_q == 0 || a.max_seqlen_q >= longest_q,
+    FA4J_REQUIRE(a.max_seqlen_q == 0 || a.max_seqlen_q >= longest_q,
             "max_seqlen_q " + std::to_string(a.max_seqlen_q) + " is below the longest query sequence (" + std::to_string(longest_q) + ")");
-    require(a.max_seqlen_k == 0 || a.max_seqlen_k >= longest_k,
+    FA4J_REQUIRE(a.max_seqlen_k == 0 || a.max_seqlen_k >= longest_k,
             "max_seqlen_k " + std::to_string(a.max_seqlen_k) + " is below the longest key sequence (" + std::to_string(longest_k) + ")");
     c.shape.seqlen_q = a.max_seqlen_q > 0 ? a.max_seqlen_q : longest_q;
     c.shape.seqlen_k = a.max_seqlen_k > 0 ? a.max_seqlen_k : longest_k;
@@ -222,7 +222,7 @@ void check_varlen(const fa4j_attention_args& a, Common& c, AttentionConfig& conf
 
 void check_features(const fa4j_attention_args& a, const Common& c, AttentionConfig& config) {
     ScoreFeatures& f = config.features;
-    require(std::isfinite(a.softcap) && a.softcap >= 0, "softcap must be finite and >= 0 (0: none)");
+    FA4J_REQUIRE(std::isfinite(a.softcap) && a.softcap >= 0, "softcap must be finite and >= 0 (0: none)");
     f.softcap = a.softcap;
     f.window_left = a.window_left < 0 ? ScoreFeatures::kUnbounded : a.window_left;
     f.window_right = a.window_right < 0 ? ScoreFeatures::kUnbounded : a.window_right;
@@ -232,8 +232,8 @@ void check_features(const fa4j_attention_args& a, const Common& c, AttentionConf
     if (f.window_left == ScoreFeatures::kUnbounded && f.window_right == 0) config.causal = true;
     if (a.alibi_slopes != nullptr) {
         const fa4j_tensor& t = *a.alibi_slopes;
-        require(t.ndim == 1 || t.ndim == 2, "alibi_slopes must be float32 [heads_q] or [batch, heads_q]");
-        require(check_descriptor(&t, "alibi_slopes", t.ndim) == DType::F32, "alibi_slopes must be float32");
+        FA4J_REQUIRE(t.ndim == 1 || t.ndim == 2, "alibi_slopes must be float32 [heads_q] or [batch, heads_q]");
+        FA4J_REQUIRE(check_descriptor(&t, "alibi_slopes", t.ndim) == DType::F32, "alibi_slopes must be float32");
         require_same_device(c, t, "alibi_slopes");
         if (t.ndim == 1) {
             require_shape(t, "alibi_slopes", {c.shape.heads_q});
@@ -250,7 +250,7 @@ void check_features(const fa4j_attention_args& a, const Common& c, AttentionConf
             for (int64_t b = 0; b < rows; b++)
                 for (int64_t h = 0; h < c.shape.heads_q; h++) {
                     const float slope = f.alibi_slopes[b * f.alibi_batch_stride + h * f.alibi_head_stride];
-                    require(std::isfinite(slope), "alibi_slopes must be finite; [" + std::to_string(b) + ", " +
+                    FA4J_REQUIRE(std::isfinite(slope), "alibi_slopes must be finite; [" + std::to_string(b) + ", " +
                                                       std::to_string(h) + "] is " + std::to_string(slope));
                 }
         }
@@ -260,9 +260,9 @@ void check_features(const fa4j_attention_args& a, const Common& c, AttentionConf
 // ---- quantized attention (flashattn4j.h, "Quantized attention") -----------------------------------
 
 QuantConfig quant_config(const fa4j_attention_args& a) {
-    require(a.quant_mode >= FA4J_QUANT_NONE && a.quant_mode <= FA4J_QUANT_FP8,
+    FA4J_REQUIRE(a.quant_mode >= FA4J_QUANT_NONE && a.quant_mode <= FA4J_QUANT_FP8,
             "quant_mode must be an fa4j_quant_mode value (0..5), got " + std::to_string(a.quant_mode));
-    require((a.quant_flags & ~(FA4J_QUANT_NO_SMOOTH_K | FA4J_QUANT_NO_SMOOTH_Q)) == 0,
+    FA4J_REQUIRE((a.quant_flags & ~(FA4J_QUANT_NO_SMOOTH_K | FA4J_QUANT_NO_SMOOTH_Q)) == 0,
             "quant_flags has unknown bits: " + std::to_string(a.quant_flags));
     QuantConfig q;
     q.mode = static_cast<QuantMode>(a.quant_mode);
@@ -274,9 +274,9 @@ QuantConfig quant_config(const fa4j_attention_args& a) {
 // A contiguous float32 tensor of exactly `shape` (rank `rank`) on the call's device; returns its data.
 const float* quant_float_tensor(const Common& c, const fa4j_tensor* t, const char* name, const int64_t* shape, int rank,
                                 const std::string& what) {
-    require(t->ndim == rank, std::string(name) + " must be float32 " + what + " (" + std::to_string(rank) +
+    FA4J_REQUIRE(t->ndim == rank, std::string(name) + " must be float32 " + what + " (" + std::to_string(rank) +
                                  " dimensions), has " + std::to_string(t->ndim) + " dimensions");
-    require(check_descriptor(t, name, rank) == DType::F32, std::string(name) + " must be float32 " + what);
+    FA4J_REQUIRE(check_descriptor(t, name, rank) == DType::F32, std::string(name) + " must be float32 " + what);
     int64_t stride = 1;
     for (int i = rank - 1; i >= 0; --i) {
         if (t->shape[i] != shape[i]) {
@@ -284,7 +284,7 @@ const float* quant_float_tensor(const Common& c, const fa4j_tensor* t, const cha
             for (int j = 0; j < rank; ++j) want += (j ? ", " : "") + std::to_string(shape[j]);
             fail(FA4J_ERROR_INVALID_ARGUMENT, describe(name, *t) + " does not match " + what + " " + want + "]");
         }
-        require(shape[i] <= 1 || t->strides[i] == stride, describe(name, *t) + " must be contiguous");
+        FA4J_REQUIRE(shape[i] <= 1 || t->strides[i] == stride, describe(name, *t) + " must be contiguous");
         stride *= shape[i];
     }
     require_same_device(c, *t, name);
@@ -328,15 +328,15 @@ void check_quantized_inputs(const fa4j_attention_args& a, Common& c, const Quant
                          (scaled ? std::string(dtype_name(quantized)) + " with " + name + "_scale, or as " : std::string()) +
                          "float32, float16 or bfloat16; got " + dtype_name(dtype));
             }
-            require(!have_compute || dtype == compute, name + " must have the dtype of the other high-precision inputs (" +
+            FA4J_REQUIRE(!have_compute || dtype == compute, name + " must have the dtype of the other high-precision inputs (" +
                                                            dtype_name(compute) + "), has " + dtype_name(dtype));
             have_compute = true;
             compute = dtype;
             continue;
         }
-        require(scaled, name + "_scale must be NULL in " + mode_text + ": " + name +
+        FA4J_REQUIRE(scaled, name + "_scale must be NULL in " + mode_text + ": " + name +
                             " is used as float16 there, without a scale (pass it as float16, bfloat16 or float32)");
-        require(dtype == quantized, name + "_scale is given, so " + name + " must be pre-quantized as " + dtype_name(quantized) +
+        FA4J_REQUIRE(dtype == quantized, name + "_scale is given, so " + name + " must be pre-quantized as " + dtype_name(quantized) +
                                         " in " + mode_text + "; it is " + dtype_name(dtype));
         const AttentionShape& s = c.shape;
         const bool is_q = operand == quant::Operand::Q;
@@ -347,7 +347,7 @@ void check_quantized_inputs(const fa4j_attention_args& a, Common& c, const Quant
         operands[i]->scale = quant_float_tensor(c, scales[i], scale_name.c_str(), shape, rank, scale_description(mode, operand));
     }
     if (a.k_mean != nullptr) {
-        require(inputs.k.prequantized(), "k_mean is for a pre-quantized k only (the library smooths a k it quantizes itself)");
+        FA4J_REQUIRE(inputs.k.prequantized(), "k_mean is for a pre-quantized k only (the library smooths a k it quantizes itself)");
         const int64_t shape[3] = {c.shape.batch, c.shape.heads_kv, c.shape.head_dim};
         inputs.k_mean = quant_float_tensor(c, a.k_mean, "k_mean", shape, 3, "[batch, heads_kv, head_dim]");
     }
@@ -356,9 +356,9 @@ void check_quantized_inputs(const fa4j_attention_args& a, Common& c, const Quant
         return;
     }
     // Every input pre-quantized: out chooses the output dtype.
-    require(a.out != nullptr, "out is null");
+    FA4J_REQUIRE(a.out != nullptr, "out is null");
     const DType out = check_descriptor(a.out, "out", c.varlen ? 3 : 4);
-    require(is_compute_dtype(out), std::string("out must be float32, float16 or bfloat16, not ") + dtype_name(out));
+    FA4J_REQUIRE(is_compute_dtype(out), std::string("out must be float32, float16 or bfloat16, not ") + dtype_name(out));
     c.dtype = out;
 }
 
@@ -377,9 +377,9 @@ void check_quantized_call(const fa4j_attention_args& a, const QuantConfig& quant
 }
 
 void require_no_quant_fields(const fa4j_attention_args& a) {
-    require(a.q_scale == nullptr && a.k_scale == nullptr && a.v_scale == nullptr && a.k_mean == nullptr,
+    FA4J_REQUIRE(a.q_scale == nullptr && a.k_scale == nullptr && a.v_scale == nullptr && a.k_mean == nullptr,
             "q_scale, k_scale, v_scale and k_mean are for quantized attention: set quant_mode, or leave them NULL");
-    require(a.quant_flags == 0, "quant_flags are for quantized attention: set quant_mode, or leave them 0");
+    FA4J_REQUIRE(a.quant_flags == 0, "quant_flags are for quantized attention: set quant_mode, or leave them 0");
 }
 
 // The prefix of fa4j_attention_args every caller must provide; later fields read as zero.
@@ -387,8 +387,8 @@ constexpr size_t kMinArgsSize = offsetof(fa4j_attention_args, num_threads) + siz
 
 // A copy of the caller's struct as this library knows it: fields past the caller's struct_size are zero.
 fa4j_attention_args read_args(const fa4j_attention_args* args) {
-    require(args != nullptr, "args is null");
-    require(args->struct_size >= kMinArgsSize,
+    FA4J_REQUIRE(args != nullptr, "args is null");
+    FA4J_REQUIRE(args->struct_size >= kMinArgsSize,
             "args->struct_size is " + std::to_string(args->struct_size) + ", at least " + std::to_string(kMinArgsSize) +
                 " expected (set it to sizeof(fa4j_attention_args))");
     fa4j_attention_args a{};
@@ -408,7 +408,7 @@ const char* direction_name(int32_t direction) {
 
 // A field the direction does not use must be NULL (or 0): a caller who sets it meant another call.
 void require_unused(bool unused, const char* field, const fa4j_attention_args& a) {
-    require(unused, std::string(field) + " must be NULL (or 0) for " + direction_name(a.direction) + ": that direction does not use it");
+    FA4J_REQUIRE(unused, std::string(field) + " must be NULL (or 0) for " + direction_name(a.direction) + ": that direction does not use it");
 }
 
 // The KV cache block, unused by forward and backward.
@@ -446,13 +446,13 @@ void require_no_attention_fields(const fa4j_attention_args& a) {
 
 // A cache tensor [pages or batch, slots, heads_kv, head_dim] with contiguous head_dim.
 CacheTensor cache_tensor(const fa4j_tensor& t, const char* name) {
-    require(t.shape[3] <= 1 || t.strides[3] == 1, describe(name, t) + ": head_dim must be contiguous (stride 1)");
+    FA4J_REQUIRE(t.shape[3] <= 1 || t.strides[3] == 1, describe(name, t) + ": head_dim must be contiguous (stride 1)");
     return CacheTensor{first_element(t), t.strides[0], t.strides[1], t.strides[2]};
 }
 
 // The shared prefix [prefix_len, heads_kv, head_dim] as a sequence tensor of batch stride 0.
 SeqTensor prefix_tensor(const fa4j_tensor& t, const char* name) {
-    require(t.shape[2] <= 1 || t.strides[2] == 1, describe(name, t) + ": head_dim must be contiguous (stride 1)");
+    FA4J_REQUIRE(t.shape[2] <= 1 || t.strides[2] == 1, describe(name, t) + ": head_dim must be contiguous (stride 1)");
     return SeqTensor{first_element(t), 0, t.strides[0], t.strides[1]};
 }
 
@@ -466,10 +466,10 @@ std::string at(int64_t b, int64_t l) { return "[" + std::to_string(b) + ", " + s
 void check_cache_metadata(const KvCacheLayout& layout, const int32_t* lengths, int64_t batch, int64_t seqlen_new) {
     for (int64_t b = 0; b < batch; ++b) {
         const int64_t length = lengths[b];
-        require(length >= 0 && length <= layout.capacity, "cache_seqlens" + at(b) + " = " + std::to_string(length) +
+        FA4J_REQUIRE(length >= 0 && length <= layout.capacity, "cache_seqlens" + at(b) + " = " + std::to_string(length) +
                                                               " is outside 0.." + std::to_string(layout.capacity) +
                                                               " (the cache's capacity)");
-        require(seqlen_new <= layout.capacity - length,
+        FA4J_REQUIRE(seqlen_new <= layout.capacity - length,
                 "appending " + std::to_string(seqlen_new) + " keys to sequence " + std::to_string(b) + " (cache_seqlens" + at(b) +
                     " = " + std::to_string(length) + ") goes past the cache's capacity of " + std::to_string(layout.capacity) +
                     " positions");
@@ -479,7 +479,7 @@ void check_cache_metadata(const KvCacheLayout& layout, const int32_t* lengths, i
         const int64_t pages = layout.pages_for(lengths[b] + seqlen_new);
         for (int64_t l = 0; l < pages; ++l) {
             const int64_t page = layout.table_entry(b, l);
-            require(page >= 0 && page < layout.num_pages,
+            FA4J_REQUIRE(page >= 0 && page < layout.num_pages,
                     "block_table" + at(b, l) + " = " + std::to_string(page) + " is not a page of the cache (0.." +
                         std::to_string(layout.num_pages - 1) + "); sequence " + std::to_string(b) + " uses its first " +
                         std::to_string(pages) + " entries");
@@ -502,7 +502,7 @@ void check_cache_metadata(const KvCacheLayout& layout, const int32_t* lengths, i
     for (size_t n = 1; n < written.size(); ++n) {
         const Written& x = written[n - 1];
         const Written& y = written[n];
-        require(x.page != y.page, "page " + std::to_string(x.page) + " is written by two appends (block_table" + at(x.b, x.l) +
+        FA4J_REQUIRE(x.page != y.page, "page " + std::to_string(x.page) + " is written by two appends (block_table" + at(x.b, x.l) +
                                       " and block_table" + at(y.b, y.l) + "): a page an append writes must belong to one "
                                       "sequence position only");
     }
@@ -513,7 +513,7 @@ void check_cache_metadata(const KvCacheLayout& layout, const int32_t* lengths, i
             if (l >= w.begin && l < w.end) continue;
             const Written key{layout.table_entry(b, l), 0, 0};
             const auto hit = std::lower_bound(written.begin(), written.end(), key);
-            require(hit == written.end() || hit->page != key.page,
+            FA4J_REQUIRE(hit == written.end() || hit->page != key.page,
                     "page " + std::to_string(key.page) + " is written by the append of sequence " + std::to_string(hit->b) +
                         " (block_table" + at(hit->b, hit->l) + ") and also read through block_table" + at(b, l) +
                         ": a page an append writes must not be shared");
@@ -526,14 +526,14 @@ ValidatedCall validate_decode(const fa4j_attention_args& a, AttentionConfig conf
     require_unused(a.merge_out == nullptr, "merge_out", a);
     require_unused(a.merge_lse == nullptr, "merge_lse", a);
     require_unused(a.merge_count == 0, "merge_count", a);
-    require(a.num_splits >= 0 && a.num_splits <= FA4J_DECODE_MAX_SPLITS,
+    FA4J_REQUIRE(a.num_splits >= 0 && a.num_splits <= FA4J_DECODE_MAX_SPLITS,
             "num_splits must be 0 (heuristic) or 1.." + std::to_string(FA4J_DECODE_MAX_SPLITS) + ", got " + std::to_string(a.num_splits));
 
     const DType dtype = check_descriptor(a.q, "q", 4);
     require_compute_dtype(dtype, "q");
     const std::string same_dtype = " must have the dtype of q (" + std::string(dtype_name(dtype)) + ")";
-    require(check_descriptor(a.k_cache, "k_cache", 4) == dtype, "k_cache" + same_dtype);
-    require(check_descriptor(a.v_cache, "v_cache", 4) == dtype, "v_cache" + same_dtype);
+    FA4J_REQUIRE(check_descriptor(a.k_cache, "k_cache", 4) == dtype, "k_cache" + same_dtype);
+    FA4J_REQUIRE(check_descriptor(a.v_cache, "v_cache", 4) == dtype, "v_cache" + same_dtype);
     const fa4j_tensor& q = *a.q;
     const fa4j_tensor& kc = *a.k_cache;
     Common c{};
@@ -544,14 +544,14 @@ ValidatedCall validate_decode(const fa4j_attention_args& a, AttentionConfig conf
     require_shape(*a.v_cache, "v_cache", {kc.shape[0], kc.shape[1], kc.shape[2], kc.shape[3]});
     require_shape(kc, "k_cache", {kc.shape[0], kc.shape[1], s.heads_kv, s.head_dim});
     check_heads(s, "k_cache and v_cache");
-    require(std::isfinite(config.softmax_scale), "softmax_scale must be finite");
+    FA4J_REQUIRE(std::isfinite(config.softmax_scale), "softmax_scale must be finite");
     check_softmax_scale(config.softmax_scale, s.head_dim);
     require_same_device(c, kc, "k_cache");
     require_same_device(c, *a.v_cache, "v_cache");
 
     KvCacheLayout layout;
     if (a.block_table == nullptr) {
-        require(kc.shape[0] == s.batch, describe("k_cache", kc) + ": a dense cache (no block_table) is [batch, capacity, "
+        FA4J_REQUIRE(kc.shape[0] == s.batch, describe("k_cache", kc) + ": a dense cache (no block_table) is [batch, capacity, "
                                                                    "heads_kv, head_dim] with q's batch " + std::to_string(s.batch));
         layout.page_size = layout.capacity = kc.shape[1];
         layout.num_pages = s.batch;
@@ -564,7 +564,7 @@ ValidatedCall validate_decode(const fa4j_attention_args& a, AttentionConfig conf
         if (layout.page_size < kPageSizeMultiple || layout.page_size % kPageSizeMultiple != 0)
             fail(FA4J_ERROR_UNSUPPORTED, "page size " + std::to_string(layout.page_size) + " (k_cache.shape[1]) is not supported: "
                                          "pages of a paged cache hold a multiple of " + std::to_string(kPageSizeMultiple) + " positions");
-        require(!__builtin_mul_overflow(table.shape[1], layout.page_size, &layout.capacity),
+        FA4J_REQUIRE(!__builtin_mul_overflow(table.shape[1], layout.page_size, &layout.capacity),
                 "block_table width " + std::to_string(table.shape[1]) + " times page size " + std::to_string(layout.page_size) +
                     " overflows int64");
         layout.num_pages = kc.shape[0];
@@ -578,9 +578,9 @@ ValidatedCall validate_decode(const fa4j_attention_args& a, AttentionConfig conf
     int64_t seqlen_new = 0;
     const bool append = a.k_new != nullptr || a.v_new != nullptr;
     if (append) {
-        require(a.k_new != nullptr && a.v_new != nullptr, "k_new and v_new are given together (an append) or not at all");
-        require(check_descriptor(a.k_new, "k_new", 4) == dtype, "k_new" + same_dtype);
-        require(check_descriptor(a.v_new, "v_new", 4) == dtype, "v_new" + same_dtype);
+        FA4J_REQUIRE(a.k_new != nullptr && a.v_new != nullptr, "k_new and v_new are given together (an append) or not at all");
+        FA4J_REQUIRE(check_descriptor(a.k_new, "k_new", 4) == dtype, "k_new" + same_dtype);
+        FA4J_REQUIRE(check_descriptor(a.v_new, "v_new", 4) == dtype, "v_new" + same_dtype);
         seqlen_new = a.k_new->shape[1];
         require_shape(*a.k_new, "k_new", {s.batch, seqlen_new, s.heads_kv, s.head_dim});
         require_shape(*a.v_new, "v_new", {s.batch, seqlen_new, s.heads_kv, s.head_dim});
@@ -590,9 +590,9 @@ ValidatedCall validate_decode(const fa4j_attention_args& a, AttentionConfig conf
     const bool prefix = a.prefix_k != nullptr || a.prefix_v != nullptr;
     int64_t prefix_len = 0;
     if (prefix) {
-        require(a.prefix_k != nullptr && a.prefix_v != nullptr, "prefix_k and prefix_v are given together or not at all");
-        require(check_descriptor(a.prefix_k, "prefix_k", 3) == dtype, "prefix_k" + same_dtype);
-        require(check_descriptor(a.prefix_v, "prefix_v", 3) == dtype, "prefix_v" + same_dtype);
+        FA4J_REQUIRE(a.prefix_k != nullptr && a.prefix_v != nullptr, "prefix_k and prefix_v are given together or not at all");
+        FA4J_REQUIRE(check_descriptor(a.prefix_k, "prefix_k", 3) == dtype, "prefix_k" + same_dtype);
+        FA4J_REQUIRE(check_descriptor(a.prefix_v, "prefix_v", 3) == dtype, "prefix_v" + same_dtype);
         prefix_len = a.prefix_k->shape[0];
         require_shape(*a.prefix_k, "prefix_k", {prefix_len, s.heads_kv, s.head_dim});
         require_shape(*a.prefix_v, "prefix_v", {prefix_len, s.heads_kv, s.head_dim});
@@ -602,7 +602,7 @@ ValidatedCall validate_decode(const fa4j_attention_args& a, AttentionConfig conf
 
     const DType out_dtype = check_descriptor(a.out, "out", 4);
     require_compute_dtype(out_dtype, "out");
-    require(out_dtype == dtype || out_dtype == DType::F32,
+    FA4J_REQUIRE(out_dtype == dtype || out_dtype == DType::F32,
             "out must have the dtype of q (" + std::string(dtype_name(dtype)) + ") or float32");
     require_shape(*a.out, "out", {s.batch, s.seqlen_q, s.heads_q, s.head_dim});
     require_same_device(c, *a.out, "out");
@@ -694,13 +694,13 @@ ValidatedCall validate_merge(const fa4j_attention_args& a, fa4j_kernel_family fa
     require_unused(a.prefix_k == nullptr, "prefix_k", a);
     require_unused(a.prefix_v == nullptr, "prefix_v", a);
     require_unused(a.num_splits == 0, "num_splits", a);
-    require(a.merge_count >= 1, "merge_count must be at least 1, got " + std::to_string(a.merge_count));
-    require(a.merge_out != nullptr && a.merge_lse != nullptr, "merge_out and merge_lse must point to merge_count tensors each");
+    FA4J_REQUIRE(a.merge_count >= 1, "merge_count must be at least 1, got " + std::to_string(a.merge_count));
+    FA4J_REQUIRE(a.merge_out != nullptr && a.merge_lse != nullptr, "merge_out and merge_lse must point to merge_count tensors each");
 
     const DType out_dtype = check_descriptor(a.out, "out", 4);
     require_compute_dtype(out_dtype, "out");
     const fa4j_tensor& out = *a.out;
-    require(out.shape[3] <= 1 || out.strides[3] == 1, describe("out", out) + ": head_dim must be contiguous (stride 1)");
+    FA4J_REQUIRE(out.shape[3] <= 1 || out.strides[3] == 1, describe("out", out) + ": head_dim must be contiguous (stride 1)");
     Common c{};
     c.dtype = out_dtype;
     c.device = out.device;
@@ -730,7 +730,7 @@ ValidatedCall validate_merge(const fa4j_attention_args& a, fa4j_kernel_family fa
         require_compute_dtype(dtype, out_name);
         require_shape(*t, out_name, {s.batch, s.seqlen_q, s.heads_q, s.head_dim});
         require_same_device(c, *t, out_name);
-        require(check_descriptor(l, lse_name, 3) == DType::F32, std::string(lse_name) + " must be float32");
+        FA4J_REQUIRE(check_descriptor(l, lse_name, 3) == DType::F32, std::string(lse_name) + " must be float32");
         require_shape(*l, lse_name, {s.batch, s.heads_q, s.seqlen_q});
         require_same_device(c, *l, lse_name);
         p.states.push_back(MergeState{seq_tensor(*t, out_name, false), dtype, lse_tensor(*l, false)});
@@ -757,12 +757,12 @@ ValidatedCall validate_merge(const fa4j_attention_args& a, fa4j_kernel_family fa
 
 ValidatedCall validate(const fa4j_attention_args* args) {
     const fa4j_attention_args a = read_args(args);
-    require(a.direction >= FA4J_ATTENTION_FORWARD && a.direction <= FA4J_ATTENTION_MERGE,
+    FA4J_REQUIRE(a.direction >= FA4J_ATTENTION_FORWARD && a.direction <= FA4J_ATTENTION_MERGE,
             "direction must be FA4J_ATTENTION_FORWARD (0), FA4J_ATTENTION_BACKWARD (1), FA4J_ATTENTION_DECODE (2) or "
             "FA4J_ATTENTION_MERGE (3), got " + std::to_string(a.direction));
-    require(a.kernel_family >= FA4J_KERNEL_AUTO && a.kernel_family <= FA4J_KERNEL_SM90,
+    FA4J_REQUIRE(a.kernel_family >= FA4J_KERNEL_AUTO && a.kernel_family <= FA4J_KERNEL_SM90,
             "kernel_family must be an fa4j_kernel_family value (0..3), got " + std::to_string(a.kernel_family));
-    require(a.num_threads >= 0, "num_threads must be >= 0");
+    FA4J_REQUIRE(a.num_threads >= 0, "num_threads must be >= 0");
     const auto family = static_cast<fa4j_kernel_family>(a.kernel_family);
     if (a.direction == FA4J_ATTENTION_MERGE || a.direction == FA4J_ATTENTION_DECODE) {
         if (a.quant_mode != FA4J_QUANT_NONE)
@@ -782,7 +782,7 @@ ValidatedCall validate(const fa4j_attention_args* args) {
     require_no_kv_cache_fields(a);
     const bool forward = a.direction == FA4J_ATTENTION_FORWARD;
     const bool varlen = a.cu_seqlens_q != nullptr || a.cu_seqlens_k != nullptr;
-    require(varlen || a.seqused_k == nullptr, "seqused_k needs cu_seqlens_q and cu_seqlens_k (varlen)");
+    FA4J_REQUIRE(varlen || a.seqused_k == nullptr, "seqused_k needs cu_seqlens_q and cu_seqlens_k (varlen)");
     AttentionConfig config{};
     config.softmax_scale = a.softmax_scale;
     config.causal = a.causal != 0;
@@ -797,7 +797,7 @@ ValidatedCall validate(const fa4j_attention_args* args) {
     Common c = check_qkv(a.q, a.k, a.v, varlen, quant.enabled());
     // After the shapes: a default scale of 1/sqrt(head_dim) is infinite for a bad head_dim, whose own
     // message names the real cause.
-    require(std::isfinite(config.softmax_scale), "softmax_scale must be finite");
+    FA4J_REQUIRE(std::isfinite(config.softmax_scale), "softmax_scale must be finite");
     check_softmax_scale(config.softmax_scale, c.shape.head_dim);
     check_qkv_devices(c, a.k, a.v);
     if (varlen) check_varlen(a, c, config);
@@ -854,8 +854,8 @@ namespace {
 constexpr size_t kMinParamsSize = offsetof(fa4j_attention_params, num_threads) + sizeof(int32_t);
 
 fa4j_attention_args args_from(const fa4j_attention_params* params, fa4j_attention_direction direction) {
-    require(params != nullptr, "params is null");
-    require(params->struct_size >= kMinParamsSize,
+    FA4J_REQUIRE(params != nullptr, "params is null");
+    FA4J_REQUIRE(params->struct_size >= kMinParamsSize,
             "params->struct_size is " + std::to_string(params->struct_size) + ", at least " +
                 std::to_string(kMinParamsSize) + " expected (set it to sizeof(fa4j_attention_params))");
     fa4j_attention_args a{};

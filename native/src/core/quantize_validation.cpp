@@ -15,8 +15,8 @@ namespace {
 constexpr size_t kMinQuantizeArgsSize = offsetof(fa4j_quantize_args, mean) + sizeof(const fa4j_tensor*);
 
 fa4j_quantize_args read_quantize_args(const fa4j_quantize_args* args) {
-    require(args != nullptr, "args is null");
-    require(args->struct_size >= kMinQuantizeArgsSize,
+    FA4J_REQUIRE(args != nullptr, "args is null");
+    FA4J_REQUIRE(args->struct_size >= kMinQuantizeArgsSize,
             "args->struct_size is " + std::to_string(args->struct_size) + ", at least " + std::to_string(kMinQuantizeArgsSize) +
                 " expected (set it to sizeof(fa4j_quantize_args))");
     fa4j_quantize_args a{};
@@ -25,7 +25,7 @@ fa4j_quantize_args read_quantize_args(const fa4j_quantize_args* args) {
 }
 
 void require_same_device(const fa4j_tensor& t, const fa4j_tensor& reference, const char* name) {
-    require(t.device.device_type == reference.device.device_type && t.device.device_id == reference.device.device_id,
+    FA4J_REQUIRE(t.device.device_type == reference.device.device_type && t.device.device_id == reference.device.device_id,
             std::string(name) + " is on another device than input (all tensors of one call must share a device)");
 }
 
@@ -34,13 +34,13 @@ float* float_output(const fa4j_tensor* t, const fa4j_tensor& input, const char* 
     std::string want = "[";
     for (int j = 0; j < rank; ++j) want += (j ? ", " : "") + std::to_string(shape[j]);
     want += "]";
-    require(t != nullptr, std::string(name) + " is null");
-    require(t->ndim == rank, std::string(name) + " must be float32 " + want + ", has " + std::to_string(t->ndim) + " dimensions");
-    require(check_descriptor(t, name, rank) == DType::F32, std::string(name) + " must be float32");
+    FA4J_REQUIRE(t != nullptr, std::string(name) + " is null");
+    FA4J_REQUIRE(t->ndim == rank, std::string(name) + " must be float32 " + want + ", has " + std::to_string(t->ndim) + " dimensions");
+    FA4J_REQUIRE(check_descriptor(t, name, rank) == DType::F32, std::string(name) + " must be float32");
     int64_t stride = 1;
     for (int i = rank - 1; i >= 0; --i) {
-        require(t->shape[i] == shape[i], std::string(name) + " " + shape_string(*t) + " does not match the expected shape " + want);
-        require(shape[i] <= 1 || t->strides[i] == stride, std::string(name) + " " + shape_string(*t) + " must be contiguous");
+        FA4J_REQUIRE(t->shape[i] == shape[i], std::string(name) + " " + shape_string(*t) + " does not match the expected shape " + want);
+        FA4J_REQUIRE(shape[i] <= 1 || t->strides[i] == stride, std::string(name) + " " + shape_string(*t) + " must be contiguous");
         stride *= shape[i];
     }
     require_same_device(*t, input, name);
@@ -52,13 +52,13 @@ float* float_output(const fa4j_tensor* t, const fa4j_tensor& input, const char* 
 
 ValidatedQuantize validate_quantize(const fa4j_quantize_args* args) {
     const fa4j_quantize_args a = read_quantize_args(args);
-    require(a.mode > FA4J_QUANT_NONE && a.mode <= FA4J_QUANT_FP8,
+    FA4J_REQUIRE(a.mode > FA4J_QUANT_NONE && a.mode <= FA4J_QUANT_FP8,
             "mode must be an fa4j_quant_mode value other than NONE (1..5), got " + std::to_string(a.mode));
-    require(a.operand >= FA4J_QUANT_OPERAND_Q && a.operand <= FA4J_QUANT_OPERAND_V,
+    FA4J_REQUIRE(a.operand >= FA4J_QUANT_OPERAND_Q && a.operand <= FA4J_QUANT_OPERAND_V,
             "operand must be an fa4j_quant_operand value (0..2), got " + std::to_string(a.operand));
-    require((a.flags & ~FA4J_QUANT_NO_SMOOTH_K) == 0,
+    FA4J_REQUIRE((a.flags & ~FA4J_QUANT_NO_SMOOTH_K) == 0,
             "flags may hold FA4J_QUANT_NO_SMOOTH_K only (fa4j_quantize never smooths q), got " + std::to_string(a.flags));
-    require(a.num_threads >= 0, "num_threads must be >= 0");
+    FA4J_REQUIRE(a.num_threads >= 0, "num_threads must be >= 0");
     quant::QuantizeProblem p{};
     p.mode = static_cast<QuantMode>(a.mode);
     p.operand = static_cast<quant::Operand>(a.operand);
@@ -70,23 +70,23 @@ ValidatedQuantize validate_quantize(const fa4j_quantize_args* args) {
                                                "bfloat16 or float32 to the attention call)");
 
     p.input_dtype = check_descriptor(a.input, "input", 4);
-    require(is_compute_dtype(p.input_dtype), std::string("input must be float32, float16 or bfloat16, not ") + dtype_name(p.input_dtype));
+    FA4J_REQUIRE(is_compute_dtype(p.input_dtype), std::string("input must be float32, float16 or bfloat16, not ") + dtype_name(p.input_dtype));
     const fa4j_tensor& in = *a.input;
-    require(in.shape[3] <= 1 || in.strides[3] == 1, "input " + shape_string(in) + ": head_dim must be contiguous (stride 1)");
+    FA4J_REQUIRE(in.shape[3] <= 1 || in.strides[3] == 1, "input " + shape_string(in) + ": head_dim must be contiguous (stride 1)");
     p.batch = in.shape[0];
     p.seq = in.shape[1];
     p.heads = in.shape[2];
     p.head_dim = in.shape[3];
 
     const DType wanted = quant::quantized_dtype(p.mode, p.operand);
-    require(a.output != nullptr, "output is null");
+    FA4J_REQUIRE(a.output != nullptr, "output is null");
     p.output_dtype = check_descriptor(a.output, "output", 4);
-    require(p.output_dtype == wanted, mode + " quantizes " + quant::operand_name(p.operand) + " to " + dtype_name(wanted) +
+    FA4J_REQUIRE(p.output_dtype == wanted, mode + " quantizes " + quant::operand_name(p.operand) + " to " + dtype_name(wanted) +
                                           "; output is " + dtype_name(p.output_dtype));
     const fa4j_tensor& out = *a.output;
     for (int i = 0; i < 4; ++i)
-        require(out.shape[i] == in.shape[i], "output " + shape_string(out) + " must have the shape of input " + shape_string(in));
-    require(out.shape[3] <= 1 || out.strides[3] == 1, "output " + shape_string(out) + ": head_dim must be contiguous (stride 1)");
+        FA4J_REQUIRE(out.shape[i] == in.shape[i], "output " + shape_string(out) + " must have the shape of input " + shape_string(in));
+    FA4J_REQUIRE(out.shape[3] <= 1 || out.strides[3] == 1, "output " + shape_string(out) + ": head_dim must be contiguous (stride 1)");
     require_same_device(out, in, "output");
     check_not_self_overlapping(out, "output");
 
@@ -95,7 +95,7 @@ ValidatedQuantize validate_quantize(const fa4j_quantize_args* args) {
     p.scale = float_output(a.scale, in, "scale", shape, rank);
     std::vector<NamedTensor> outputs{{a.output, "output"}, {a.scale, "scale"}};
     if (a.mean != nullptr) {
-        require(p.smooth, "mean is written only when k is smoothed (operand K without FA4J_QUANT_NO_SMOOTH_K)");
+        FA4J_REQUIRE(p.smooth, "mean is written only when k is smoothed (operand K without FA4J_QUANT_NO_SMOOTH_K)");
         const int64_t mean_shape[3] = {p.batch, p.heads, p.head_dim};
         p.mean = float_output(a.mean, in, "mean", mean_shape, 3);
         outputs.push_back({a.mean, "mean"});

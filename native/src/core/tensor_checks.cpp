@@ -25,7 +25,7 @@ int64_t checked_add(int64_t a, int64_t b, const char* name) {
 }
 
 DType dtype_of(const fa4j_dtype& d, const char* name) {
-    require(d.lanes == 1, std::string(name) + ": vector dtypes (lanes != 1) are not supported");
+    FA4J_REQUIRE(d.lanes == 1, std::string(name) + ": vector dtypes (lanes != 1) are not supported");
     DType dtype{};
     if (known_dtype(d, dtype)) return dtype;
     fail(FA4J_ERROR_UNSUPPORTED, std::string(name) + ": dtype (code " + std::to_string(d.code) + ", bits " +
@@ -170,35 +170,35 @@ namespace {
 template <class ElementBytes>
 void check_fields(const fa4j_tensor* t, const char* name, int expected_ndim, ElementBytes element_bytes) {
     const std::string n(name);
-    require(t != nullptr, n + " is null");
-    require(t->ndim == expected_ndim,
+    FA4J_REQUIRE(t != nullptr, n + " is null");
+    FA4J_REQUIRE(t->ndim == expected_ndim,
             n + " must have " + std::to_string(expected_ndim) + " dimensions, has " + std::to_string(t->ndim));
-    require(t->ndim <= kMaxRank, n + ": too many dimensions");
-    require(t->shape != nullptr, n + ": shape is null");
-    require(t->strides != nullptr, n + ": strides is null (strides must be given explicitly)");
-    require(t->device.device_type == FA4J_DEVICE_CPU || t->device.device_type == FA4J_DEVICE_CUDA,
+    FA4J_REQUIRE(t->ndim <= kMaxRank, n + ": too many dimensions");
+    FA4J_REQUIRE(t->shape != nullptr, n + ": shape is null");
+    FA4J_REQUIRE(t->strides != nullptr, n + ": strides is null (strides must be given explicitly)");
+    FA4J_REQUIRE(t->device.device_type == FA4J_DEVICE_CPU || t->device.device_type == FA4J_DEVICE_CUDA,
             n + ": device type " + std::to_string(t->device.device_type) + " is neither CPU (1) nor CUDA (2)");
-    require(t->device.device_id >= 0, n + ": negative device id");
+    FA4J_REQUIRE(t->device.device_id >= 0, n + ": negative device id");
     const int64_t element = element_bytes();  // 0 for packed int4 (nibbles)
     int64_t count = 1, last = 0;
     for (int i = 0; i < t->ndim; ++i) {
-        require(t->shape[i] >= 0, n + ": negative size in dimension " + std::to_string(i));
-        require(t->strides[i] >= 0, n + ": negative stride in dimension " + std::to_string(i));
+        FA4J_REQUIRE(t->shape[i] >= 0, n + ": negative size in dimension " + std::to_string(i));
+        FA4J_REQUIRE(t->strides[i] >= 0, n + ": negative stride in dimension " + std::to_string(i));
         count = checked_mul(count, t->shape[i], name);
         if (t->shape[i] > 0) last = checked_add(last, checked_mul(t->shape[i] - 1, t->strides[i], name), name);
     }
     if (element == 0) {
         const std::string problem = packed_layout_problem(*t);
-        require(problem.empty(), n + " " + shape_string(*t) + ": " + problem);
+        FA4J_REQUIRE(problem.empty(), n + " " + shape_string(*t) + ": " + problem);
     }
     if (count > 0) {
         checked_mul(checked_add(last, 1, name), element == 0 ? 1 : element, name);
-        require(t->data != nullptr, n + ": data is null");
+        FA4J_REQUIRE(t->data != nullptr, n + ": data is null");
         const int64_t alignment = element == 0 ? 1 : element;
-        require(t->byte_offset % static_cast<uint64_t>(alignment) == 0, n + ": byte_offset is not a multiple of the element size");
-        require(reinterpret_cast<uintptr_t>(t->data) % static_cast<uintptr_t>(alignment) == 0,
+        FA4J_REQUIRE(t->byte_offset % static_cast<uint64_t>(alignment) == 0, n + ": byte_offset is not a multiple of the element size");
+        FA4J_REQUIRE(reinterpret_cast<uintptr_t>(t->data) % static_cast<uintptr_t>(alignment) == 0,
                 n + ": data is not aligned to the element size");
-        require(t->byte_offset <= static_cast<uint64_t>(INT64_MAX), n + ": byte_offset too large");
+        FA4J_REQUIRE(t->byte_offset <= static_cast<uint64_t>(INT64_MAX), n + ": byte_offset too large");
     }
 }
 
@@ -215,7 +215,7 @@ DType check_descriptor(const fa4j_tensor* t, const char* name, int expected_ndim
 
 void check_int32_descriptor(const fa4j_tensor* t, const char* name, int expected_ndim) {
     check_fields(t, name, expected_ndim, [&] {
-        require(t->dtype.code == FA4J_DTYPE_CODE_INT && t->dtype.bits == 32 && t->dtype.lanes == 1,
+        FA4J_REQUIRE(t->dtype.code == FA4J_DTYPE_CODE_INT && t->dtype.bits == 32 && t->dtype.lanes == 1,
                 std::string(name) + " must be int32");
         return static_cast<int64_t>(sizeof(int32_t));
     });
@@ -226,7 +226,7 @@ void check_not_self_overlapping(const fa4j_tensor& t, const char* name) {
     const std::vector<Dim> dims = addressing_dims(t);
     int64_t span = 1;  // elements covered by the dimensions of smaller stride
     for (const Dim& d : dims) {
-        require(d.stride >= span, std::string(name) + " " + shape_string(t) +
+        FA4J_REQUIRE(d.stride >= span, std::string(name) + " " + shape_string(t) +
                                       ": layout maps several indices to one element; an output must not overlap itself");
         span = d.stride * d.size;
     }
@@ -235,10 +235,10 @@ void check_not_self_overlapping(const fa4j_tensor& t, const char* name) {
 void check_outputs_disjoint(const std::vector<NamedTensor>& outputs, const std::vector<NamedTensor>& inputs) {
     for (size_t i = 0; i < outputs.size(); ++i) {
         for (size_t j = i + 1; j < outputs.size(); ++j)
-            require(!overlaps(*outputs[i].tensor, *outputs[j].tensor),
+            FA4J_REQUIRE(!overlaps(*outputs[i].tensor, *outputs[j].tensor),
                     std::string(outputs[i].name) + " and " + outputs[j].name + " share memory");
         for (const NamedTensor& in : inputs)
-            require(!overlaps(*outputs[i].tensor, *in.tensor),
+            FA4J_REQUIRE(!overlaps(*outputs[i].tensor, *in.tensor),
                     std::string("output ") + outputs[i].name + " shares memory with input " + in.name);
     }
 }

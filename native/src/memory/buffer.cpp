@@ -28,13 +28,13 @@ auto* const registry = new std::unordered_set<const Buffer*>();
 
 void check_device(fa4j_device device, fa4j_stream stream) {
     if (device.device_type == FA4J_DEVICE_CPU) {
-        require(device.device_id == 0, "CPU device id must be 0, got " + std::to_string(device.device_id));
-        require(stream == nullptr, "a CPU buffer takes no stream");
+        FA4J_REQUIRE(device.device_id == 0, "CPU device id must be 0, got " + std::to_string(device.device_id));
+        FA4J_REQUIRE(stream == nullptr, "a CPU buffer takes no stream");
         return;
     }
-    require(device.device_type == FA4J_DEVICE_CUDA,
+    FA4J_REQUIRE(device.device_type == FA4J_DEVICE_CUDA,
             "device type " + std::to_string(device.device_type) + " is neither CPU (1) nor CUDA (2)");
-    require(device.device_id >= 0, "CUDA device id must be non-negative, got " + std::to_string(device.device_id));
+    FA4J_REQUIRE(device.device_id >= 0, "CUDA device id must be non-negative, got " + std::to_string(device.device_id));
 }
 
 }  // namespace
@@ -54,7 +54,7 @@ Buffer::~Buffer() {
 Buffer* Buffer::allocate(fa4j_device device, size_t bytes, fa4j_stream stream) {
     check_device(device, stream);
     if (device.device_type == FA4J_DEVICE_CPU) {
-        require(bytes <= SIZE_MAX / 2, "buffer of " + std::to_string(bytes) + " bytes is too large");
+        FA4J_REQUIRE(bytes <= SIZE_MAX / 2, "buffer of " + std::to_string(bytes) + " bytes is too large");
         const bool mapped = bytes >= kMapThreshold;
         void* allocation = nullptr;
         void* data = nullptr;
@@ -93,10 +93,10 @@ Buffer* Buffer::adopt(fa4j_device device, void* data, size_t bytes, ForeignRelea
 }
 
 Buffer* Buffer::from_handle(fa4j_buffer handle) {
-    require(handle != nullptr, "buffer is null");
+    FA4J_REQUIRE(handle != nullptr, "buffer is null");
     const auto* buffer = reinterpret_cast<const Buffer*>(handle);
     std::lock_guard<std::mutex> lock(registry_mutex);
-    require(registry->count(buffer) != 0, "not a live buffer (never allocated, or already released for the last time)");
+    FA4J_REQUIRE(registry->count(buffer) != 0, "not a live buffer (never allocated, or already released for the last time)");
     return const_cast<Buffer*>(buffer);
 }
 

@@ -61,11 +61,11 @@ bool known_dtype(const fa4j_dtype& dtype) {
 // Shape, strides and dtype of a tensor crossing DLPack: checked so that every byte it addresses can be
 // computed without overflow. Returns the bytes from data to one past the last addressed byte.
 size_t check_tensor(const fa4j_tensor& t, bool strides_required) {
-    require(t.ndim >= 0 && t.ndim <= kMaxDims,
+    FA4J_REQUIRE(t.ndim >= 0 && t.ndim <= kMaxDims,
             "ndim must be 0.." + std::to_string(kMaxDims) + ", got " + std::to_string(t.ndim));
-    require(t.ndim == 0 || t.shape != nullptr, "shape is null");
-    require(!strides_required || t.ndim == 0 || t.strides != nullptr, "strides is null");
-    require(known_dtype(t.dtype), "dtype (code " + std::to_string(t.dtype.code) + ", bits " +
+    FA4J_REQUIRE(t.ndim == 0 || t.shape != nullptr, "shape is null");
+    FA4J_REQUIRE(!strides_required || t.ndim == 0 || t.strides != nullptr, "strides is null");
+    FA4J_REQUIRE(known_dtype(t.dtype), "dtype (code " + std::to_string(t.dtype.code) + ", bits " +
                                       std::to_string(t.dtype.bits) + ", lanes " + std::to_string(t.dtype.lanes) +
                                       ") is not float32, float16, bfloat16, float8_e4m3fn, float8_e5m2, int32, "
                                       "int8 or int4");
@@ -75,21 +75,21 @@ size_t check_tensor(const fa4j_tensor& t, bool strides_required) {
     bool empty = false;
     for (int i = 0; i < t.ndim; i++) {
         const int64_t size = t.shape[i];
-        require(size >= 0, "shape[" + std::to_string(i) + "] is negative: " + std::to_string(size));
+        FA4J_REQUIRE(size >= 0, "shape[" + std::to_string(i) + "] is negative: " + std::to_string(size));
         if (size == 0) empty = true;
-        if (!empty) require(elements <= kMax / size, "element count overflows 63 bits");
+        if (!empty) FA4J_REQUIRE(elements <= kMax / size, "element count overflows 63 bits");
         elements = empty ? 0 : elements * size;
         if (t.strides != nullptr) {
             const int64_t stride = t.strides[i];
-            require(stride >= 0, "strides[" + std::to_string(i) + "] is negative: " + std::to_string(stride) +
+            FA4J_REQUIRE(stride >= 0, "strides[" + std::to_string(i) + "] is negative: " + std::to_string(stride) +
                                      " (negative strides are not supported)");
             if (size > 1) {
-                require(stride == 0 || size - 1 <= (kMax - last) / stride, "addressed span overflows 63 bits");
+                FA4J_REQUIRE(stride == 0 || size - 1 <= (kMax - last) / stride, "addressed span overflows 63 bits");
                 last += (size - 1) * stride;
             }
         }
     }
-    require(t.strides != nullptr || elements <= kMax / 8, "addressed span overflows 63 bits");
+    FA4J_REQUIRE(t.strides != nullptr || elements <= kMax / 8, "addressed span overflows 63 bits");
     if (t.dtype.bits < 8) {
         // Packed int4: compact row-major (no strides) needs the same even innermost size.
         std::vector<int64_t> compact;
@@ -104,15 +104,15 @@ size_t check_tensor(const fa4j_tensor& t, bool strides_required) {
         fa4j_tensor view = t;
         if (t.strides == nullptr) view.strides = compact.data();
         const std::string problem = packed_layout_problem(view);
-        require(problem.empty(), problem);
+        FA4J_REQUIRE(problem.empty(), problem);
     }
     const int64_t span_elements = t.strides != nullptr ? last + 1 : elements;
     const int64_t element_bytes = t.dtype.bits >= 8 ? t.dtype.bits / 8 : 1;  // int4: whole bytes of nibbles
-    require(span_elements <= kMax / element_bytes &&
+    FA4J_REQUIRE(span_elements <= kMax / element_bytes &&
                 t.byte_offset <= static_cast<uint64_t>(kMax - span_bytes(t.dtype, span_elements)),
             "addressed bytes overflow 63 bits");
-    require(empty || elements == 0 || t.data != nullptr, "data is null for a non-empty tensor");
-    require(t.byte_offset % static_cast<uint64_t>(element_bytes) == 0 &&
+    FA4J_REQUIRE(empty || elements == 0 || t.data != nullptr, "data is null for a non-empty tensor");
+    FA4J_REQUIRE(t.byte_offset % static_cast<uint64_t>(element_bytes) == 0 &&
                 reinterpret_cast<uintptr_t>(t.data) % static_cast<uintptr_t>(element_bytes) == 0,
             "data and byte_offset must be aligned to the element size (" + std::to_string(element_bytes) + " bytes)");
     return empty ? static_cast<size_t>(t.byte_offset)
@@ -124,9 +124,9 @@ constexpr uint64_t kFlagSubbytePadded = uint64_t{1} << 2;
 
 fa4j_device import_device(const fa4j_device& device) {
     if (device.device_type == FA4J_DEVICE_CPU || device.device_type == kDLCUDAHost) return {FA4J_DEVICE_CPU, 0};
-    require(device.device_type == FA4J_DEVICE_CUDA,
+    FA4J_REQUIRE(device.device_type == FA4J_DEVICE_CUDA,
             "device type " + std::to_string(device.device_type) + " is not CPU (1), CUDA (2) or CUDA host (3)");
-    require(device.device_id >= 0, "negative CUDA device id " + std::to_string(device.device_id));
+    FA4J_REQUIRE(device.device_id >= 0, "negative CUDA device id " + std::to_string(device.device_id));
     return device;
 }
 
@@ -134,15 +134,15 @@ fa4j_device import_device(const fa4j_device& device) {
 
 void* export_tensor(Buffer* owner, const fa4j_tensor& tensor, bool versioned, uint64_t flags) {
     const size_t bytes = check_tensor(tensor, true);
-    require(tensor.device.device_type == FA4J_DEVICE_CPU || tensor.device.device_type == FA4J_DEVICE_CUDA,
+    FA4J_REQUIRE(tensor.device.device_type == FA4J_DEVICE_CPU || tensor.device.device_type == FA4J_DEVICE_CUDA,
             "device type " + std::to_string(tensor.device.device_type) + " is neither CPU (1) nor CUDA (2)");
     if (owner != nullptr) {
-        require(owner->device().device_type == tensor.device.device_type &&
+        FA4J_REQUIRE(owner->device().device_type == tensor.device.device_type &&
                     owner->device().device_id == tensor.device.device_id,
                 "the tensor's device is not its owner buffer's device");
         const auto first = reinterpret_cast<uintptr_t>(tensor.data);
         const auto begin = reinterpret_cast<uintptr_t>(owner->data());
-        require(first >= begin && first - begin <= owner->bytes() && bytes <= owner->bytes() - (first - begin),
+        FA4J_REQUIRE(first >= begin && first - begin <= owner->bytes() && bytes <= owner->bytes() - (first - begin),
                 "the tensor's bytes are not inside its owner buffer");
     }
     if (versioned) {
@@ -151,20 +151,20 @@ void* export_tensor(Buffer* owner, const fa4j_tensor& tensor, bool versioned, ui
         m->flags = flags;
         return m;
     }
-    require(flags == 0, "legacy DLManagedTensor has no flags; pass 0");
+    FA4J_REQUIRE(flags == 0, "legacy DLManagedTensor has no flags; pass 0");
     return make_exported<ManagedLegacy>(owner, tensor);
 }
 
 Buffer* import_tensor(void* managed, bool versioned, const fa4j_tensor** tensor, uint64_t* flags) {
-    require(managed != nullptr, "managed tensor is null");
+    FA4J_REQUIRE(managed != nullptr, "managed tensor is null");
     if (versioned) {
         auto* m = static_cast<ManagedVersioned*>(managed);
         // DLPack: a consumer must refuse a major version it does not know; minor versions are compatible.
-        require(m->version.major == FA4J_DLPACK_MAJOR_VERSION,
+        FA4J_REQUIRE(m->version.major == FA4J_DLPACK_MAJOR_VERSION,
                 "DLPack major version " + std::to_string(m->version.major) + " is not supported (this library reads " +
                     std::to_string(FA4J_DLPACK_MAJOR_VERSION) + ".x)");
         const size_t bytes = check_tensor(m->dl_tensor, false);
-        require(m->dl_tensor.dtype.bits >= 8 || (m->flags & kFlagSubbytePadded) == 0,
+        FA4J_REQUIRE(m->dl_tensor.dtype.bits >= 8 || (m->flags & kFlagSubbytePadded) == 0,
                 "int4 with DLPACK_FLAG_BITMASK_IS_SUBBYTE_TYPE_PADDED (one element per byte) is not supported: "
                 "this library reads int4 packed, two elements per byte");
         const fa4j_device device = import_device(m->dl_tensor.device);

@@ -138,12 +138,22 @@ int env_num_threads() {
     return static_cast<int>(std::min<long>(value, kMaxThreads));
 }
 
+// The thread count of calls that ask for none: FA4J_NUM_THREADS, else the hardware threads. Both are facts of
+// the process, read at the first such call: asking again on every call (an environment lookup and a read of
+// /sys by hardware_concurrency) cost ~6 us, several times the work of a small call.
+int default_num_threads() {
+    static const int threads = [] {
+        int t = env_num_threads();
+        if (t <= 0) t = static_cast<int>(std::thread::hardware_concurrency());
+        return std::clamp(t, 1, kMaxThreads);
+    }();
+    return threads;
+}
+
 }  // namespace
 
 int resolve_num_threads(int requested) {
-    int threads = requested > 0 ? requested : env_num_threads();
-    if (threads <= 0) threads = static_cast<int>(std::thread::hardware_concurrency());
-    return std::clamp(threads, 1, kMaxThreads);
+    return requested > 0 ? std::min(requested, kMaxThreads) : default_num_threads();
 }
 
 void parallel_for(int num_threads, int64_t num_tasks, const Body& body) {

@@ -9,8 +9,8 @@
 namespace fa4j::cpu {
 
 // Threads a call runs on: `requested` if positive, else the FA4J_NUM_THREADS environment variable if it
-// holds a positive integer, else the number of hardware threads. Capped so that a typo cannot spawn
-// thousands of threads.
+// holds a positive integer, else the number of hardware threads (both read once, at the first call that asks
+// for neither). Capped so that a typo cannot spawn thousands of threads.
 int resolve_num_threads(int requested);
 
 // Runs body(task, worker) once for every task in [0, num_tasks), spread over at most `num_threads`

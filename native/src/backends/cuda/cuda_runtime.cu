@@ -105,7 +105,7 @@ fa4j_stream stream_create(int device) {
 }
 
 void stream_destroy(int device, fa4j_stream stream) {
-    require(stream != nullptr, "the default stream cannot be destroyed");
+    FA4J_REQUIRE(stream != nullptr, "the default stream cannot be destroyed");
     const CurrentDevice current(device);
     FA4J_CUDA_CHECK(cudaStreamDestroy(native(stream)));
 }

@@ -19,7 +19,7 @@ public:
     explicit CurrentDevice(int device) {
         const int count = device_count();
         if (count == 0) fail(FA4J_ERROR_NO_DEVICE, "no CUDA device is available");
-        require(device >= 0 && device < count,
+        FA4J_REQUIRE(device >= 0 && device < count,
                 "CUDA device " + std::to_string(device) + " does not exist (" + std::to_string(count) + " present)");
         FA4J_CUDA_CHECK(cudaGetDevice(&previous_));
         if (previous_ != device) FA4J_CUDA_CHECK(cudaSetDevice(device));

@@ -2,11 +2,8 @@ package io.github.flashattn4j;
 
 import io.github.flashattn4j.internal.bindings.flashattn4j_h;
 
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
-import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.List;
 import java.util.Objects;
 
@@ -78,6 +75,9 @@ public final class Attention {
 
     // Longest message the native library writes (as NativeCalls reads its last error).
     private static final long REASON_CAPACITY = 1 << 16;
+    // Room for a support query's reason in the call scratch: every message but an unusually long one (which is
+    // then asked for again with REASON_CAPACITY).
+    private static final long SHORT_REASON_CAPACITY = 1 << 10;
 
     private Attention() {}
 
@@ -431,8 +431,9 @@ public final class Attention {
      * the call into them.
      */
     private static Tensor[] allocate(NativeAttentionCall call, CudaStream stream) {
-        call.check(stream);
-        Refusal refusal = ask(call);
+        Tensor[] inputs = call.tensors();
+        call.check(stream, inputs);
+        Refusal refusal = ask(call, inputs);
         if (refusal != null) throw FlashAttnException.of(refusal.status(), refusal.reason());
         long[][] shapes = call.outputShapes();
         DType[] dtypes = call.outputDtypes();
@@ -440,26 +441,29 @@ public final class Attention {
         try (TensorScope onFailure = TensorScope.open()) {
             Tensor[] outputs = new Tensor[shapes.length];
             for (int i = 0; i < outputs.length; i++) outputs[i] = newOutput(onFailure, dtypes[i], call.device(), stream, shapes[i]);
-            run(call, stream, outputs);
+            run(call, stream, call.tensors(outputs), outputs);
             onFailure.releaseAll();
             return outputs;
         }
     }
 
-    /** Runs the call into the caller's outputs. */
+    /** Runs the call into the caller's outputs (the native call validates them: no support query first). */
     private static void into(NativeAttentionCall call, CudaStream stream, Tensor... outputs) {
-        call.check(stream, outputs);
+        Tensor[] tensors = call.tensors(outputs);
+        call.check(stream, tensors);
         List<String> names = call.outputNames();
         for (int i = 0; i < outputs.length; i++) AttentionChecks.requireWritable(outputs[i], names.get(i));
-        run(call, stream, outputs);
+        run(call, stream, tensors, outputs);
     }
 
-    /** The native call, for arguments that passed {@link AttentionChecks}. */
-    private static void run(NativeAttentionCall call, CudaStream stream, Tensor... outputs) {
-        List<Tensor> tensors = new ArrayList<>(call.arguments());
-        tensors.addAll(Arrays.asList(outputs));
-        try (Arena arena = Arena.ofConfined(); Leases leases = Leases.forCall(stream, tensors)) {
-            NativeCalls.check(flashattn4j_h.fa4j_attention(call.describe(arena, outputs), leases.stream()));
+    /**
+     * The native call, for arguments that passed {@link AttentionChecks}; {@code tensors} is the call's
+     * {@link NativeAttentionCall#tensors} of {@code outputs}.
+     */
+    private static void run(NativeAttentionCall call, CudaStream stream, Tensor[] tensors, Tensor[] outputs) {
+        // The leases end first: memory they free, and release actions that run then, never see the scratch in use.
+        try (CallScratch scratch = CallScratch.open(); Leases leases = Leases.forCall(stream, tensors)) {
+            NativeCalls.check(flashattn4j_h.fa4j_attention(call.describe(scratch, outputs), leases.stream()));
         }
     }
 
@@ -470,12 +474,13 @@ public final class Attention {
      * carry the message of the same native validation under the name {@code fa4j_attention}.
      */
     private static Support query(NativeAttentionCall call) {
+        Tensor[] inputs = call.tensors();
         try {
-            call.check(null);
+            call.check(null, inputs);
         } catch (FlashAttnException e) {
             return new Support(false, e.getMessage());
         }
-        Refusal refusal = ask(call);
+        Refusal refusal = ask(call, inputs);
         return refusal == null ? Support.SUPPORTED : new Support(false, refusal.reason());
     }
 
@@ -484,19 +489,30 @@ public final class Attention {
 
     /**
      * {@code fa4j_attention_support} on the call with its outputs described but not allocated
-     * ({@link NativeAttentionCall#describeUnallocated}); null if the call would be accepted.
+     * ({@link NativeAttentionCall#describeUnallocated}); null if the call would be accepted. {@code inputs} is
+     * the call's {@link NativeAttentionCall#tensors}.
      */
-    private static Refusal ask(NativeAttentionCall call) {
+    private static Refusal ask(NativeAttentionCall call, Tensor[] inputs) {
         // Held open so that no input is freed while the query reads its descriptor (or, on the CPU, the
         // sequence offsets); no work is queued, so no stream use is recorded.
-        try (Arena arena = Arena.ofConfined(); Leases leases = Leases.forQuery(call.arguments())) {
-            MemorySegment status = arena.allocate(ValueLayout.JAVA_INT);
-            MemorySegment reason = arena.allocate(REASON_CAPACITY);
-            NativeCalls.check(flashattn4j_h.fa4j_attention_support(call.describeUnallocated(arena), status, reason,
-                    REASON_CAPACITY));
+        try (CallScratch scratch = CallScratch.open(); Leases leases = Leases.forQuery(inputs)) {
+            MemorySegment args = call.describeUnallocated(scratch);
+            MemorySegment status = scratch.allocate(ValueLayout.JAVA_INT);
+            MemorySegment reason = scratch.allocate(SHORT_REASON_CAPACITY);
+            NativeCalls.check(flashattn4j_h.fa4j_attention_support(args, status, reason, SHORT_REASON_CAPACITY));
             int code = status.get(ValueLayout.JAVA_INT, 0);
-            return code == flashattn4j_h.FA4J_OK() ? null
-                    : new Refusal(FlashAttnException.Status.ofCode(code), reason.getString(0));
+            if (code == flashattn4j_h.FA4J_OK()) return null;
+            Refusal refusal = new Refusal(FlashAttnException.Status.ofCode(code), reason.getString(0));
+            if (reason.get(ValueLayout.JAVA_BYTE, SHORT_REASON_CAPACITY - 2) != 0) {
+                // The message filled the buffer and may have been cut: ask again with room for the longest. (Should
+                // the inputs have changed in between, which only a racing writer of CPU offsets could do, the first
+                // answer stands.)
+                MemorySegment full = scratch.allocate(REASON_CAPACITY);
+                NativeCalls.check(flashattn4j_h.fa4j_attention_support(args, status, full, REASON_CAPACITY));
+                code = status.get(ValueLayout.JAVA_INT, 0);
+                if (code != flashattn4j_h.FA4J_OK()) refusal = new Refusal(FlashAttnException.Status.ofCode(code), full.getString(0));
+            }
+            return refusal;
         }
     }
 
@@ -512,25 +528,33 @@ public final class Attention {
 
     /** Leases on the stream and every tensor of a call; releases them all even if taking one fails. */
     private static final class Leases implements AutoCloseable {
-        private final List<Storage.Lease> held = new ArrayList<>();
+        private final Storage.Lease[] held;
+        private int count;
         private CudaStream.Lease stream = CudaStream.Lease.NONE;
 
+        private Leases(int tensors) {
+            held = new Storage.Lease[tensors];
+        }
+
         /** Leases for a call that queues work on {@code stream} (null: the default stream). */
-        static Leases forCall(CudaStream stream, List<Tensor> tensors) {
+        static Leases forCall(CudaStream stream, Tensor[] tensors) {
             return of(stream, tensors, true);
         }
 
         /** Leases for a query that queues nothing. */
-        static Leases forQuery(List<Tensor> tensors) {
+        static Leases forQuery(Tensor[] tensors) {
             return of(null, tensors, false);
         }
 
-        private static Leases of(CudaStream stream, List<Tensor> tensors, boolean queuesWork) {
-            Leases leases = new Leases();
+        private static Leases of(CudaStream stream, Tensor[] tensors, boolean queuesWork) {
+            Leases leases = new Leases(tensors.length);
             try {
                 if (stream != null) leases.stream = stream.lease();
-                for (Tensor t : tensors) leases.held.add(t.lease());
-                Device device = tensors.get(0).device();
+                for (Tensor t : tensors) {
+                    Storage.Lease lease = t.lease();
+                    leases.held[leases.count++] = lease;
+                }
+                Device device = tensors[0].device();
                 if (queuesWork && device.isCuda()) {
                     // Closing any of these tensors must now be ordered after the work this call queues.
                     CudaStream used = stream != null ? stream : CudaStream.defaultStream(device);
@@ -550,7 +574,7 @@ public final class Attention {
 
         @Override
         public void close() {
-            for (Storage.Lease lease : held) lease.close();
+            for (int i = 0; i < count; i++) held[i].close();
             stream.close();
         }
     }

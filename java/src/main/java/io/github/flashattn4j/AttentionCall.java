@@ -3,8 +3,8 @@ package io.github.flashattn4j;
 import io.github.flashattn4j.internal.bindings.fa4j_attention_args;
 import io.github.flashattn4j.internal.bindings.flashattn4j_h;
 
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import java.lang.foreign.SegmentAllocator;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
@@ -135,24 +135,24 @@ record AttentionCall(boolean backward, Tensor dout, Tensor q, Tensor k, Tensor v
     }
 
     @Override
-    public void check(CudaStream stream, Tensor... outputs) {
-        AttentionChecks.check(this, stream, outputs);
+    public void check(CudaStream stream, Tensor[] tensors) {
+        AttentionChecks.check(this, stream, tensors);
     }
 
     @Override
-    public MemorySegment args(Arena arena, MemorySegment[] outputs) {
+    public MemorySegment args(SegmentAllocator memory, MemorySegment[] outputs) {
         NativeCalls.ensureLoaded();
-        MemorySegment a = fa4j_attention_args.allocate(arena);  // zeroed: absent tensors are NULL
+        MemorySegment a = fa4j_attention_args.allocate(memory);  // zeroed: absent tensors are NULL
         fa4j_attention_args.struct_size(a, fa4j_attention_args.layout().byteSize());
         fa4j_attention_args.direction(a, backward ? flashattn4j_h.FA4J_ATTENTION_BACKWARD() : flashattn4j_h.FA4J_ATTENTION_FORWARD());
         fa4j_attention_args.kernel_family(a, options.kernelFamily().nativeCode());
-        fa4j_attention_args.q(a, TensorDescriptors.describe(q, arena));
-        fa4j_attention_args.k(a, TensorDescriptors.describe(k, arena));
-        fa4j_attention_args.v(a, TensorDescriptors.describe(v, arena));
+        fa4j_attention_args.q(a, TensorDescriptors.describe(q, memory));
+        fa4j_attention_args.k(a, TensorDescriptors.describe(k, memory));
+        fa4j_attention_args.v(a, TensorDescriptors.describe(v, memory));
         if (backward) {
-            fa4j_attention_args.dout(a, TensorDescriptors.describe(dout, arena));
-            fa4j_attention_args.out(a, TensorDescriptors.describe(out, arena));
-            fa4j_attention_args.lse(a, TensorDescriptors.describe(lse, arena));
+            fa4j_attention_args.dout(a, TensorDescriptors.describe(dout, memory));
+            fa4j_attention_args.out(a, TensorDescriptors.describe(out, memory));
+            fa4j_attention_args.lse(a, TensorDescriptors.describe(lse, memory));
             fa4j_attention_args.dq(a, outputs[0]);
             fa4j_attention_args.dk(a, outputs[1]);
             fa4j_attention_args.dv(a, outputs[2]);
@@ -161,13 +161,13 @@ record AttentionCall(boolean backward, Tensor dout, Tensor q, Tensor k, Tensor v
             fa4j_attention_args.lse(a, outputs[1]);
         }
         if (varlen()) {
-            fa4j_attention_args.cu_seqlens_q(a, TensorDescriptors.describe(cuSeqlensQ, arena));
-            fa4j_attention_args.cu_seqlens_k(a, TensorDescriptors.describe(cuSeqlensK, arena));
-            if (usedLengthsK != null) fa4j_attention_args.seqused_k(a, TensorDescriptors.describe(usedLengthsK, arena));
+            fa4j_attention_args.cu_seqlens_q(a, TensorDescriptors.describe(cuSeqlensQ, memory));
+            fa4j_attention_args.cu_seqlens_k(a, TensorDescriptors.describe(cuSeqlensK, memory));
+            if (usedLengthsK != null) fa4j_attention_args.seqused_k(a, TensorDescriptors.describe(usedLengthsK, memory));
             fa4j_attention_args.max_seqlen_q(a, maxSeqlenQ);
             fa4j_attention_args.max_seqlen_k(a, maxSeqlenK);
         }
-        options.alibiSlopes().ifPresent(slopes -> fa4j_attention_args.alibi_slopes(a, TensorDescriptors.describe(slopes, arena)));
+        options.alibiSlopes().ifPresent(slopes -> fa4j_attention_args.alibi_slopes(a, TensorDescriptors.describe(slopes, memory)));
         fa4j_attention_args.softmax_scale(a, options.softmaxScale(q.size(-1)));
         fa4j_attention_args.softcap(a, options.softcap());
         fa4j_attention_args.causal(a, options.causal() ? 1 : 0);
@@ -181,10 +181,10 @@ record AttentionCall(boolean backward, Tensor dout, Tensor q, Tensor k, Tensor v
                     | (options.smoothQ() ? 0 : flashattn4j_h.FA4J_QUANT_NO_SMOOTH_Q());
             fa4j_attention_args.quant_flags(a, flags);
         }
-        if (qScale != null) fa4j_attention_args.q_scale(a, TensorDescriptors.describe(qScale, arena));
-        if (kScale != null) fa4j_attention_args.k_scale(a, TensorDescriptors.describe(kScale, arena));
-        if (vScale != null) fa4j_attention_args.v_scale(a, TensorDescriptors.describe(vScale, arena));
-        if (kMean != null) fa4j_attention_args.k_mean(a, TensorDescriptors.describe(kMean, arena));
+        if (qScale != null) fa4j_attention_args.q_scale(a, TensorDescriptors.describe(qScale, memory));
+        if (kScale != null) fa4j_attention_args.k_scale(a, TensorDescriptors.describe(kScale, memory));
+        if (vScale != null) fa4j_attention_args.v_scale(a, TensorDescriptors.describe(vScale, memory));
+        if (kMean != null) fa4j_attention_args.k_mean(a, TensorDescriptors.describe(kMean, memory));
         return a;
     }
 }

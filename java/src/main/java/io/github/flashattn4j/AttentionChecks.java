@@ -1,8 +1,6 @@
 package io.github.flashattn4j;
 
-import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.List;
 import java.util.Locale;
 import java.util.Objects;
 
@@ -23,16 +21,12 @@ final class AttentionChecks {
     private AttentionChecks() {}
 
     /**
-     * Checks a call's tensors for null, closing and device, and q's rank; {@code outputs} (out, lse or dq,
-     * dk, dv; absent for the allocating calls) likewise, their shapes being the native library's business.
+     * Checks a call's tensors ({@link AttentionCall#tensors}: its arguments, then the outputs of an into-call,
+     * whose shapes are the native library's business) for null, closing and device, and q's rank.
      */
-    static void check(AttentionCall call, CudaStream stream, Tensor... outputs) {
+    static void check(AttentionCall call, CudaStream stream, Tensor[] tensors) {
         Objects.requireNonNull(call.options(), "options");
-        List<String> names = new ArrayList<>(call.argumentNames());
-        List<Tensor> all = new ArrayList<>(call.arguments());
-        names.addAll(call.outputNames().subList(0, outputs.length));
-        all.addAll(Arrays.asList(outputs));
-        checkTensors(all, names, stream);
+        checkTensors(call, tensors, stream);
         if (call.usedLengthsQ() != null) {
             throw invalid("used lengths (seqused) apply to keys only; the queries' PackedSequences has them");
         }
@@ -40,11 +34,16 @@ final class AttentionChecks {
         requireFloating(call.q(), "q", rank, rank == 4 ? "[batch, seqlen, heads, head_dim]" : "[total, heads, head_dim] (varlen)");
     }
 
-    /** Every tensor non-null (named in the exception), open, and on one device; the stream, if given, on it too. */
-    static void checkTensors(List<Tensor> tensors, List<String> names, CudaStream stream) {
-        for (int i = 0; i < tensors.size(); i++) Objects.requireNonNull(tensors.get(i), names.get(i));
-        requireOpen(tensors, names);
-        requireOneDevice(tensors, names, stream);
+    /**
+     * Every tensor non-null (named in the exception), open, and on one device; the stream, if given, on it too.
+     * {@code tensors} is {@code call}'s {@link NativeAttentionCall#tensors}, which names them.
+     */
+    static void checkTensors(NativeAttentionCall call, Tensor[] tensors, CudaStream stream) {
+        for (int i = 0; i < tensors.length; i++) {
+            if (tensors[i] == null) throw new NullPointerException(call.tensorName(i));
+        }
+        requireOpen(call, tensors);
+        requireOneDevice(call, tensors, stream);
     }
 
     /**
@@ -69,22 +68,22 @@ final class AttentionChecks {
     }
 
     /** All tensors on one device (the first one's), and the stream, if given, on that device too. */
-    static void requireOneDevice(List<Tensor> tensors, List<String> names, CudaStream stream) {
-        Device device = tensors.get(0).device();
-        for (int i = 1; i < tensors.size(); i++) {
-            Device other = tensors.get(i).device();
+    private static void requireOneDevice(NativeAttentionCall call, Tensor[] tensors, CudaStream stream) {
+        Device device = tensors[0].device();
+        for (int i = 1; i < tensors.length; i++) {
+            Device other = tensors[i].device();
             if (!other.equals(device)) {
-                throw invalid(names.get(i) + " is on " + other + " but " + names.get(0) + " is on " + device
+                throw invalid(call.tensorName(i) + " is on " + other + " but " + call.tensorName(0) + " is on " + device
                         + " (all tensors of one call must share a device)");
             }
         }
         if (stream != null) stream.requireUsableOn(device, "the tensors");
     }
 
-    private static void requireOpen(List<Tensor> tensors, List<String> names) {
+    private static void requireOpen(NativeAttentionCall call, Tensor[] tensors) {
         // Early and racy (a tensor may be closed right after): the leases of the call are the real guard.
-        for (int i = 0; i < tensors.size(); i++) {
-            if (tensors.get(i).isClosed()) throw new IllegalStateException(names.get(i) + " is closed: " + tensors.get(i));
+        for (int i = 0; i < tensors.length; i++) {
+            if (tensors[i].isClosed()) throw new IllegalStateException(call.tensorName(i) + " is closed: " + tensors[i]);
         }
     }
 

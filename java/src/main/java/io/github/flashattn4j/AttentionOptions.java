@@ -296,7 +296,7 @@ public final class AttentionOptions {
             return this;
         }
 
-        /** Worker threads of the CPU backend; 0 means all hardware threads (or FA4J_NUM_THREADS). */
+        /** Worker threads of the CPU backend; 0 means all hardware threads (or FA4J_NUM_THREADS; both read once per process). */
         public Builder numThreads(int numThreads) {
             if (numThreads < 0) throw new IllegalArgumentException("numThreads must be >= 0: " + numThreads);
             this.numThreads = numThreads;

@@ -3,8 +3,8 @@ package io.github.flashattn4j;
 import io.github.flashattn4j.internal.bindings.fa4j_attention_args;
 import io.github.flashattn4j.internal.bindings.flashattn4j_h;
 
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import java.lang.foreign.SegmentAllocator;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
@@ -76,13 +76,9 @@ record DecodeCall(Tensor q, KvCache cache, DecodeOptions options) implements Nat
     }
 
     @Override
-    public void check(CudaStream stream, Tensor... outputs) {
+    public void check(CudaStream stream, Tensor[] tensors) {
         Objects.requireNonNull(options, "options");
-        List<String> names = new ArrayList<>(argumentNames());
-        List<Tensor> all = new ArrayList<>(arguments());
-        names.addAll(outputNames().subList(0, outputs.length));
-        all.addAll(Arrays.asList(outputs));
-        AttentionChecks.checkTensors(all, names, stream);
+        AttentionChecks.checkTensors(this, tensors, stream);
         AttentionChecks.requireFloating(q, "q", 4, "[batch, seqlen_q, heads_q, head_dim]");
         if (appends()) {
             AttentionChecks.requireWritable(cache.k(), "k_cache (appended to)");
@@ -91,25 +87,25 @@ record DecodeCall(Tensor q, KvCache cache, DecodeOptions options) implements Nat
     }
 
     @Override
-    public MemorySegment args(Arena arena, MemorySegment[] outputs) {
+    public MemorySegment args(SegmentAllocator memory, MemorySegment[] outputs) {
         NativeCalls.ensureLoaded();
         AttentionOptions o = options.attention();
-        MemorySegment a = fa4j_attention_args.allocate(arena);  // zeroed: absent tensors are NULL
+        MemorySegment a = fa4j_attention_args.allocate(memory);  // zeroed: absent tensors are NULL
         fa4j_attention_args.struct_size(a, fa4j_attention_args.layout().byteSize());
         fa4j_attention_args.direction(a, flashattn4j_h.FA4J_ATTENTION_DECODE());
         fa4j_attention_args.kernel_family(a, o.kernelFamily().nativeCode());
-        fa4j_attention_args.q(a, TensorDescriptors.describe(q, arena));
-        fa4j_attention_args.k_cache(a, TensorDescriptors.describe(cache.k(), arena));
-        fa4j_attention_args.v_cache(a, TensorDescriptors.describe(cache.v(), arena));
-        cache.blockTable().ifPresent(t -> fa4j_attention_args.block_table(a, TensorDescriptors.describe(t, arena)));
-        fa4j_attention_args.cache_seqlens(a, TensorDescriptors.describe(cache.cacheSeqlens(), arena));
-        cache.kNew().ifPresent(t -> fa4j_attention_args.k_new(a, TensorDescriptors.describe(t, arena)));
-        cache.vNew().ifPresent(t -> fa4j_attention_args.v_new(a, TensorDescriptors.describe(t, arena)));
-        cache.prefixK().ifPresent(t -> fa4j_attention_args.prefix_k(a, TensorDescriptors.describe(t, arena)));
-        cache.prefixV().ifPresent(t -> fa4j_attention_args.prefix_v(a, TensorDescriptors.describe(t, arena)));
+        fa4j_attention_args.q(a, TensorDescriptors.describe(q, memory));
+        fa4j_attention_args.k_cache(a, TensorDescriptors.describe(cache.k(), memory));
+        fa4j_attention_args.v_cache(a, TensorDescriptors.describe(cache.v(), memory));
+        cache.blockTable().ifPresent(t -> fa4j_attention_args.block_table(a, TensorDescriptors.describe(t, memory)));
+        fa4j_attention_args.cache_seqlens(a, TensorDescriptors.describe(cache.cacheSeqlens(), memory));
+        cache.kNew().ifPresent(t -> fa4j_attention_args.k_new(a, TensorDescriptors.describe(t, memory)));
+        cache.vNew().ifPresent(t -> fa4j_attention_args.v_new(a, TensorDescriptors.describe(t, memory)));
+        cache.prefixK().ifPresent(t -> fa4j_attention_args.prefix_k(a, TensorDescriptors.describe(t, memory)));
+        cache.prefixV().ifPresent(t -> fa4j_attention_args.prefix_v(a, TensorDescriptors.describe(t, memory)));
         fa4j_attention_args.out(a, outputs[0]);
         if (outputs.length > 1) fa4j_attention_args.lse(a, outputs[1]);
-        o.alibiSlopes().ifPresent(slopes -> fa4j_attention_args.alibi_slopes(a, TensorDescriptors.describe(slopes, arena)));
+        o.alibiSlopes().ifPresent(slopes -> fa4j_attention_args.alibi_slopes(a, TensorDescriptors.describe(slopes, memory)));
         fa4j_attention_args.softmax_scale(a, o.softmaxScale(q.size(-1)));
         fa4j_attention_args.softcap(a, o.softcap());
         fa4j_attention_args.causal(a, o.causal() ? 1 : 0);

@@ -2,7 +2,6 @@ package io.github.flashattn4j;
 
 import io.github.flashattn4j.internal.bindings.flashattn4j_h;
 
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 
@@ -78,7 +77,7 @@ final class DeviceStorage extends Storage {
     private record ReleaseBuffer(long buffer, StreamUses uses) implements Runnable {
         @Override
         public void run() {
-            try (Arena arena = Arena.ofConfined(); StreamUses.Leased streams = uses.lease(arena)) {
+            try (CallScratch scratch = CallScratch.open(); StreamUses.Leased streams = uses.lease(scratch)) {
                 // A failure (an earlier kernel's sticky error, a context torn down at exit) has nowhere useful to
                 // go from here; a stream's synchronize() or close() reports such errors.
                 NativeBuffers.release(buffer, streams.array(), streams.count());
@@ -90,7 +89,7 @@ final class DeviceStorage extends Storage {
     private record ReturnToOwner(int device, StreamUses uses, Runnable release) implements Runnable {
         @Override
         public void run() {
-            try (Arena arena = Arena.ofConfined(); StreamUses.Leased streams = uses.lease(arena)) {
+            try (CallScratch scratch = CallScratch.open(); StreamUses.Leased streams = uses.lease(scratch)) {
                 for (int i = 0; i < streams.count(); i++) {
                     flashattn4j_h.fa4j_cuda_stream_synchronize(device, streams.array().getAtIndex(ValueLayout.ADDRESS, i));
                 }

@@ -3,11 +3,10 @@ package io.github.flashattn4j;
 import io.github.flashattn4j.internal.bindings.fa4j_attention_args;
 import io.github.flashattn4j.internal.bindings.flashattn4j_h;
 
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import java.lang.foreign.SegmentAllocator;
 import java.lang.foreign.ValueLayout;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.List;
 import java.util.Objects;
 
@@ -64,12 +63,8 @@ record MergeCall(List<AttentionOutput> parts) implements NativeAttentionCall {
     }
 
     @Override
-    public void check(CudaStream stream, Tensor... outputs) {
-        List<String> names = new ArrayList<>(argumentNames());
-        List<Tensor> all = new ArrayList<>(arguments());
-        names.addAll(outputNames().subList(0, outputs.length));
-        all.addAll(Arrays.asList(outputs));
-        AttentionChecks.checkTensors(all, names, stream);
+    public void check(CudaStream stream, Tensor[] tensors) {
+        AttentionChecks.checkTensors(this, tensors, stream);
         AttentionChecks.requireFloating(parts.getFirst().out(), "parts[0].out", 4, "[batch, seqlen, heads, head_dim]");
         if (parts.getFirst().lse().dim() != 3) {
             throw AttentionChecks.invalid("parts[0].lse must have 3 dimensions [batch, heads, seqlen], has "
@@ -78,16 +73,16 @@ record MergeCall(List<AttentionOutput> parts) implements NativeAttentionCall {
     }
 
     @Override
-    public MemorySegment args(Arena arena, MemorySegment[] outputs) {
+    public MemorySegment args(SegmentAllocator memory, MemorySegment[] outputs) {
         NativeCalls.ensureLoaded();
         int n = parts.size();
-        MemorySegment outs = arena.allocate(ValueLayout.ADDRESS, n);
-        MemorySegment lses = arena.allocate(ValueLayout.ADDRESS, n);
+        MemorySegment outs = memory.allocate(ValueLayout.ADDRESS, n);
+        MemorySegment lses = memory.allocate(ValueLayout.ADDRESS, n);
         for (int i = 0; i < n; i++) {
-            outs.setAtIndex(ValueLayout.ADDRESS, i, TensorDescriptors.describe(parts.get(i).out(), arena));
-            lses.setAtIndex(ValueLayout.ADDRESS, i, TensorDescriptors.describe(parts.get(i).lse(), arena));
+            outs.setAtIndex(ValueLayout.ADDRESS, i, TensorDescriptors.describe(parts.get(i).out(), memory));
+            lses.setAtIndex(ValueLayout.ADDRESS, i, TensorDescriptors.describe(parts.get(i).lse(), memory));
         }
-        MemorySegment a = fa4j_attention_args.allocate(arena);  // zeroed: absent tensors are NULL
+        MemorySegment a = fa4j_attention_args.allocate(memory);  // zeroed: absent tensors are NULL
         fa4j_attention_args.struct_size(a, fa4j_attention_args.layout().byteSize());
         fa4j_attention_args.direction(a, flashattn4j_h.FA4J_ATTENTION_MERGE());
         fa4j_attention_args.merge_out(a, outs);

@@ -1,7 +1,7 @@
 package io.github.flashattn4j;
 
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import java.lang.foreign.SegmentAllocator;
 import java.util.Arrays;
 import java.util.List;
 
@@ -19,7 +19,10 @@ interface NativeAttentionCall {
     long UNALLOCATED_BASE = 1L << 62;
     long ALLOCATION_ALIGNMENT = 256;
 
-    /** Names of the tensor arguments (inputs, and tensors written in place), matching {@link #arguments()}. */
+    /**
+     * Names of the tensor arguments (inputs, and tensors written in place), matching {@link #arguments()}: for
+     * error messages only (see {@link #tensorName}).
+     */
     List<String> argumentNames();
 
     /** The tensor arguments; elements may be null (refused by {@link #check}). */
@@ -37,19 +40,38 @@ interface NativeAttentionCall {
     Device device();
 
     /**
+     * Every tensor of the call in one array: the {@link #arguments()}, then {@code outputs} (a prefix of the
+     * {@link #outputNames()}; none for allocating calls and support queries). Built once per call: the checks,
+     * the leases and {@link #tensorName} index it.
+     */
+    default Tensor[] tensors(Tensor... outputs) {
+        List<Tensor> arguments = arguments();
+        Tensor[] all = arguments.toArray(new Tensor[arguments.size() + outputs.length]);
+        System.arraycopy(outputs, 0, all, arguments.size(), outputs.length);
+        return all;
+    }
+
+    /** The name of element {@code i} of {@link #tensors}, for messages (so names are built only on failure). */
+    default String tensorName(int i) {
+        List<String> arguments = argumentNames();
+        return i < arguments.size() ? arguments.get(i) : outputNames().get(i - arguments.size());
+    }
+
+    /**
      * The checks only Java can make (null, closed, devices and stream, read-only outputs), and the shape facts
      * needed to describe the outputs the call would allocate; everything else is the native library's.
+     * {@code tensors} is {@link #tensors} of the call's outputs.
      */
-    void check(CudaStream stream, Tensor... outputs);
+    void check(CudaStream stream, Tensor[] tensors);
 
     /** The {@code fa4j_attention_args} with these described outputs (missing trailing ones: NULL). */
-    MemorySegment args(Arena arena, MemorySegment[] outputs);
+    MemorySegment args(SegmentAllocator memory, MemorySegment[] outputs);
 
-    /** The {@code fa4j_attention_args} of this call writing into {@code outputs}, valid as long as {@code arena}. */
-    default MemorySegment describe(Arena arena, Tensor... outputs) {
+    /** The {@code fa4j_attention_args} of this call writing into {@code outputs}, valid as long as {@code memory}. */
+    default MemorySegment describe(SegmentAllocator memory, Tensor... outputs) {
         MemorySegment[] described = new MemorySegment[outputs.length];
-        for (int i = 0; i < outputs.length; i++) described[i] = TensorDescriptors.describe(outputs[i], arena);
-        return args(arena, described);
+        for (int i = 0; i < outputs.length; i++) described[i] = TensorDescriptors.describe(outputs[i], memory);
+        return args(memory, described);
     }
 
     /**
@@ -58,7 +80,7 @@ interface NativeAttentionCall {
      *
      * @throws IllegalArgumentException if an output's size in bytes overflows a long, as allocating it would
      */
-    default MemorySegment describeUnallocated(Arena arena) {
+    default MemorySegment describeUnallocated(SegmentAllocator memory) {
         long[][] shapes = outputShapes();
         DType[] dtypes = outputDtypes();
         MemorySegment[] described = new MemorySegment[shapes.length];
@@ -71,10 +93,10 @@ interface NativeAttentionCall {
                 throw new IllegalArgumentException("output " + outputNames().get(i) + " of shape " + Arrays.toString(shapes[i])
                         + " is too large: its size in bytes overflows a long", e);
             }
-            described[i] = TensorDescriptors.describeUnallocated(dtypes[i], device(), shapes[i], address, arena);
+            described[i] = TensorDescriptors.describeUnallocated(dtypes[i], device(), shapes[i], address, memory);
             // Wraps only for outputs of 2^62 bytes, which no call could allocate either.
             address += (bytes + ALLOCATION_ALIGNMENT - 1) & -ALLOCATION_ALIGNMENT;
         }
-        return args(arena, described);
+        return args(memory, described);
     }
 }

@@ -3,7 +3,6 @@ package io.github.flashattn4j;
 import io.github.flashattn4j.internal.bindings.fa4j_device;
 import io.github.flashattn4j.internal.bindings.flashattn4j_h;
 
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 
@@ -15,10 +14,10 @@ final class NativeBuffers {
     /** A new buffer on {@code device} ({@code stream}: its {@code fa4j_stream}, NULL for CPU). */
     static long allocate(Device device, long byteSize, MemorySegment stream) {
         NativeCalls.ensureLoaded();
-        try (Arena arena = Arena.ofConfined()) {
-            MemorySegment dev = fa4j_device.allocate(arena);
+        try (CallScratch scratch = CallScratch.open()) {
+            MemorySegment dev = fa4j_device.allocate(scratch);
             TensorDescriptors.writeDevice(dev, device);
-            MemorySegment holder = arena.allocate(ValueLayout.ADDRESS);
+            MemorySegment holder = scratch.allocate(ValueLayout.ADDRESS);
             NativeCalls.check(flashattn4j_h.fa4j_buffer_allocate(dev, byteSize, stream, holder));
             return holder.get(ValueLayout.ADDRESS, 0).address();
         }
@@ -26,8 +25,8 @@ final class NativeBuffers {
 
     /** Address of the buffer's first byte. */
     static long address(long buffer) {
-        try (Arena arena = Arena.ofConfined()) {
-            MemorySegment data = arena.allocate(ValueLayout.ADDRESS);
+        try (CallScratch scratch = CallScratch.open()) {
+            MemorySegment data = scratch.allocate(ValueLayout.ADDRESS);
             NativeCalls.check(flashattn4j_h.fa4j_buffer_info(MemorySegment.ofAddress(buffer), data, MemorySegment.NULL,
                     MemorySegment.NULL));
             return data.get(ValueLayout.ADDRESS, 0).address();

@@ -1,7 +1,7 @@
 package io.github.flashattn4j;
 
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
+import java.lang.foreign.SegmentAllocator;
 import java.lang.foreign.ValueLayout;
 import java.util.ArrayList;
 import java.util.List;
@@ -30,18 +30,18 @@ final class StreamUses {
     }
 
     /**
-     * The open streams, home first, as an {@code fa4j_stream[]} in {@code arena}, each leased until
+     * The open streams, home first, as an {@code fa4j_stream[]} in {@code memory}, each leased until
      * {@code leases} are closed. Closed streams are left out once their release has finished: nothing
      * queued on them can still run. A closed stream whose release is deferred (calls still hold it) is
      * leased all the same: waiting for it here could wait for a lease this very thread holds.
      */
-    Leased lease(Arena arena) {
+    Leased lease(SegmentAllocator memory) {
         List<CudaStream> all = new ArrayList<>(3);
         if (home != null) all.add(home);
         synchronized (this) {
             all.addAll(others);
         }
-        Leased leased = new Leased(arena.allocate(ValueLayout.ADDRESS, Math.max(1, all.size())));
+        Leased leased = new Leased(memory.allocate(ValueLayout.ADDRESS, Math.max(1, all.size())));
         for (CudaStream stream : all) {
             CudaStream.Lease lease = stream.leaseUnlessReleased();
             if (lease == null) {

@@ -27,18 +27,25 @@ import java.util.Locale;
  * --splits 0                forced split count (0: the library's heuristic)
  * --threads 0               CPU threads (0: all)
  * --warmup 3                untimed steps first (they also append)
+ * --jit-warmup 100000       untimed steps before anything else, on a small cache of their own (one sequence of
+ *                           one head, restarted every 64 tokens), so that the timed steps run JIT-compiled code
+ *                           (0: none)
  * </pre>
+ * Without the JIT warm-up the timed steps of a short run execute the call path interpreted or C1-compiled, and on
+ * a machine with few cores compete with the C2 compiler thread: on the 2-core development machine 5-15 us per step
+ * that a long-running server does not pay (docs/PERF.md, "Java call overhead").
  */
 public final class DecodeLoopBench {
 
     private DecodeLoopBench() {}
 
     record Options(Device device, DType dtype, int batch, int prompt, int steps, int heads, int kvHeads, int dim, int page,
-                   int splits, int threads, int warmup) {
+                   int splits, int threads, int warmup, int jitWarmup) {
         static Options parse(String[] args) {
             Device device = Device.best();
             DType dtype = DType.BFLOAT16;
             int batch = 32, prompt = 4096, steps = 256, heads = 32, kvHeads = 8, dim = 128, page = 16, splits = 0, threads = 0, warmup = 3;
+            int jitWarmup = 100_000;
             for (int i = 0; i < args.length; i++) {
                 String a = args[i];
                 if (i + 1 >= args.length) throw new IllegalArgumentException("missing value after " + a);
@@ -57,17 +64,18 @@ public final class DecodeLoopBench {
                     case "--splits" -> splits = Integer.parseInt(v);
                     case "--threads" -> threads = Integer.parseInt(v);
                     case "--warmup" -> warmup = Integer.parseInt(v);
+                    case "--jit-warmup" -> jitWarmup = Integer.parseInt(v);
                     default -> throw new IllegalArgumentException("unknown option " + a);
                 }
             }
-            return new Options(device, dtype, batch, prompt, steps, heads, kvHeads, dim, page, splits, threads, warmup);
+            return new Options(device, dtype, batch, prompt, steps, heads, kvHeads, dim, page, splits, threads, warmup, jitWarmup);
         }
     }
 
     public static void main(String[] args) {
         Options o = Options.parse(args);
-        System.out.printf(Locale.ROOT, "flashattn4j decode loop: %s %s, batch %d, prompt %d, %d steps (+%d warm-up), heads %d/%d, d%d, page %d, splits %s%n",
-                o.device(), o.dtype(), o.batch(), o.prompt(), o.steps(), o.warmup(), o.heads(), o.kvHeads(), o.dim(), o.page(),
+        System.out.printf(Locale.ROOT, "flashattn4j decode loop: %s %s, batch %d, prompt %d, %d steps (+%d warm-up, %d JIT warm-up on a small cache), heads %d/%d, d%d, page %d, splits %s%n",
+                o.device(), o.dtype(), o.batch(), o.prompt(), o.steps(), o.warmup(), o.jitWarmup(), o.heads(), o.kvHeads(), o.dim(), o.page(),
                 o.splits() == 0 ? "auto" : o.splits());
         double[] millis = run(o);
         double[] sorted = millis.clone();
@@ -83,13 +91,44 @@ public final class DecodeLoopBench {
                 o.steps(), o.heads(), o.kvHeads(), o.dim(), o.page(), median);
     }
 
+    private static DecodeOptions decodeOptions(Options o) {
+        return DecodeOptions.of(AttentionOptions.builder().causal(true).numThreads(o.threads()).build()).withNumSplits(o.splits());
+    }
+
+    /**
+     * {@code jitWarmup} decode steps through the same path ({@link PagedKvCache#decodeInto}) on a small cache of their
+     * own: one sequence of one head, started afresh every 64 tokens so that the steps stay cheap.
+     */
+    static void warmUpJit(Options o) {
+        int window = 64;
+        DecodeOptions options = decodeOptions(o);
+        try (TensorScope scope = TensorScope.open();
+             PagedKvCache cache = PagedKvCache.builder().dtype(o.dtype()).device(o.device()).kvHeads(1).headDim(o.dim())
+                     .pageSize(o.page()).numPages((window + o.page() - 1) / o.page()).maxSequences(1).maxSequenceLength(window)
+                     .build()) {
+            int[] ids = {cache.newSequence()};
+            Tensor q = scope.randn(o.dtype(), o.device(), 6, 1, 1, 1, o.dim());
+            Tensor kNew = scope.randn(o.dtype(), o.device(), 7, 1, 1, 1, o.dim());
+            Tensor vNew = scope.randn(o.dtype(), o.device(), 8, 1, 1, 1, o.dim());
+            Tensor out = scope.empty(o.dtype(), o.device(), 1, 1, 1, o.dim());
+            for (int i = 0; i < o.jitWarmup(); i++) {
+                if (cache.length(ids[0]) == window) {
+                    cache.freeSequence(ids[0]);
+                    ids[0] = cache.newSequence();
+                }
+                cache.decodeInto(ids, q, kNew, vNew, out, null, options);
+                Sync.device(out);
+            }
+        }
+    }
+
     /** The loop; returns each timed step's milliseconds. */
     static double[] run(Options o) {
+        warmUpJit(o);
         int b = o.batch();
         int capacity = o.prompt() + o.warmup() + o.steps();
         int pages = b * ((capacity + o.page() - 1) / o.page());
-        DecodeOptions options = DecodeOptions.of(AttentionOptions.builder().causal(true).numThreads(o.threads()).build())
-                .withNumSplits(o.splits());
+        DecodeOptions options = decodeOptions(o);
         try (TensorScope scope = TensorScope.open();
              PagedKvCache cache = PagedKvCache.builder().dtype(o.dtype()).device(o.device()).kvHeads(o.kvHeads()).headDim(o.dim())
                      .pageSize(o.page()).numPages(pages).maxSequences(b).maxSequenceLength(capacity).build()) {
