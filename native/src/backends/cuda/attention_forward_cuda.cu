@@ -88,7 +88,7 @@ std::string forward_tensors_refusal(int device, const ForwardProblem& problem, C
             why = "the SM90 forward kernel supports packed (varlen) tensors of fewer than 2^30 rows";
         else if (varlen.enabled())
             why = vector_alignment_refusal("out", problem.out, 1, varlen.total_q, s.heads_q);
-        if (why.empty() && !sm90::tma_describable(forward_params(device, problem)))
+        if (why.empty() && !sm90::tma_describable(forward_params(/*device=*/-1, problem)))  // no flag: a query
             why = "the SM90 forward kernel's tensor copies (TMA) cannot describe these strides";
     }
     return why;

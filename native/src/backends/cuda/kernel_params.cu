@@ -44,7 +44,7 @@ void fill_attention_params(int device, const AttentionConfig& config, const SeqT
         p.seqlens.seqused_k = varlen.seqused_k;
         p.seqlens.total_q = varlen.total_q;
         p.seqlens.total_k = varlen.total_k;
-        p.seqlens.metadata_error = metadata_error_flag(device);
+        if (device >= 0) p.seqlens.metadata_error = metadata_error_flag(device);
     }
 }
 

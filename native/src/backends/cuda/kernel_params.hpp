@@ -8,7 +8,8 @@
 namespace fa4j::cuda {
 
 // The fields every direction shares: tensors q, k, v, shapes, scale, features, varlen metadata (with the
-// device's metadata-error flag when varlen).
+// device's metadata-error flag when varlen). A negative `device` describes the call without attaching the
+// flag, whose first use allocates it: for the tensor checks of a support query, which allocates nothing.
 void fill_attention_params(int device, const AttentionConfig& config, const SeqTensor& q, const SeqTensor& k,
                            const SeqTensor& v, kernels::AttentionParams& params);
 

@@ -80,7 +80,7 @@ fa2::ForwardParams v1_params(const kernels::ForwardParams& k, const ForwardProbl
 
 }  // namespace
 
-std::string forward_tensors_refusal(int device, const ForwardProblem& problem, bool sm90) {
+std::string forward_tensors_refusal(int /*device*/, const ForwardProblem& problem, bool sm90) {
     const AttentionShape& s = problem.config.shape;
     if (s.heads_q > kMaxGridYZ || s.batch > kMaxGridYZ)
         return "attention forward on CUDA supports at most " + std::to_string(kMaxGridYZ) +
@@ -98,7 +98,7 @@ std::string forward_tensors_refusal(int device, const ForwardProblem& problem, b
         why = "lse is not 4-byte aligned, which the CUDA kernels need for float32";
     const fa2::Elem elem = problem.config.dtype == DType::F16 ? fa2::Elem::F16 : fa2::Elem::BF16;
     if (why.empty() && sm90 &&
-        !fa3::tma_describable(v1_params(forward_params(device, problem), problem), elem))
+        !fa3::tma_describable(v1_params(forward_params(/*device=*/-1, problem), problem), elem))
         why = "the SM90 forward kernel's tensor copies (TMA) cannot describe these strides";
     return why;
 }
