@@ -3,16 +3,12 @@
 //   dense: [batch, capacity, heads_kv, head_dim]: the "page" of sequence b is b, its slot p (page_size =
 //          capacity, one page per sequence, no block table);
 //   paged: [num_pages, page_size, heads_kv, head_dim]: page block_table[b, p / page_size], slot p % page_size.
-// Plain C++ apart from FA4J_HOST_DEVICE (as in score_mask.hpp), so CUDA kernels can use it too.
+// Plain C++ apart from FA4J_HOST_DEVICE (core/host_device.hpp), so CUDA kernels can use it too.
 #pragma once
 
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define FA4J_HOST_DEVICE __host__ __device__
-#else
-#define FA4J_HOST_DEVICE
-#endif
+#include "core/host_device.hpp"
 
 namespace fa4j {
 

@@ -11,12 +11,7 @@
 #include <limits>
 
 #include "core/attention_problem.hpp"
-
-#if defined(__CUDACC__)
-#define FA4J_HOST_DEVICE __host__ __device__
-#else
-#define FA4J_HOST_DEVICE
-#endif
+#include "core/host_device.hpp"
 
 namespace fa4j {
 

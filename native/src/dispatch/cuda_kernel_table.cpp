@@ -20,7 +20,6 @@ struct KernelRow {
     const int* head_dims;  // instantiations (cmake/Fa4jInstantiations.cmake), ascending; a call runs on the
     int head_dim_count;    // smallest >= its head dim
     bool varlen, window, softcap, alibi;
-    int64_t max_batch_heads;  // batch · heads_q the launch can address (grid limits), 0: no limit
     // Whether this kernel has passed the GPU suite on real hardware. A kernel written or changed without a
     // GPU run is offered only by builds configured with -DFA4J_UNVERIFIED_KERNELS=ON (what the GPU loop
     // builds to test it), so that no release build runs kernel code that never ran on a GPU.
@@ -62,14 +61,14 @@ const KernelRow kRows[] = {
     // Hopper forward (sm_90a code runs only on compute capability 9.0).
     {CudaKernel::kSm90Forward, "SM90 forward", FA4J_ATTENTION_FORWARD, 9, 0, true,
      kernel_instantiations::kSM90_FORWARD, static_cast<int>(std::size(kernel_instantiations::kSM90_FORWARD)),
-     /*varlen=*/true, /*window=*/true, /*softcap=*/true, /*alibi=*/true, /*max_batch_heads=*/0, /*verified=*/false,
+     /*varlen=*/true, /*window=*/true, /*softcap=*/true, /*alibi=*/true, /*verified=*/false,
      /*smem_bytes=*/nullptr, /*beyond_head_dims=*/nullptr, /*deterministic=*/true},
 
     // FlashAttention-2 forward (kernels/sm80/): every head dim's tile fits sm_86/sm_89's 99 KB of shared
     // memory per CTA (static_assert in forward_tiles.cuh), so it runs on every GPU from sm_80 on.
     {CudaKernel::kSm80Forward, "SM80 forward", FA4J_ATTENTION_FORWARD, 8, 0, false,
      kernel_instantiations::kSM80_FORWARD, static_cast<int>(std::size(kernel_instantiations::kSM80_FORWARD)),
-     /*varlen=*/true, /*window=*/true, /*softcap=*/true, /*alibi=*/true, /*max_batch_heads=*/0, /*verified=*/false,
+     /*varlen=*/true, /*window=*/true, /*softcap=*/true, /*alibi=*/true, /*verified=*/false,
      /*smem_bytes=*/nullptr, /*beyond_head_dims=*/nullptr, /*deterministic=*/true},
 
     // FlashAttention-2 backward (kernels/sm80/backward_*): every feature. It needs ~162 KB of shared memory
@@ -78,22 +77,22 @@ const KernelRow kRows[] = {
     // RTX 30/40/50, A10, L4, L40).
     {CudaKernel::kSm80Backward, "SM80 backward", FA4J_ATTENTION_BACKWARD, 8, 0, false,
      kernel_instantiations::kSM80_BACKWARD, static_cast<int>(std::size(kernel_instantiations::kSM80_BACKWARD)),
-     /*varlen=*/true, /*window=*/true, /*softcap=*/true, /*alibi=*/true, /*max_batch_heads=*/0, /*verified=*/false,
+     /*varlen=*/true, /*window=*/true, /*softcap=*/true, /*alibi=*/true, /*verified=*/false,
      /*smem_bytes=*/cuda::kernels::sm80::backward_smem_bytes,
      /*beyond_head_dims=*/"head dims above 128 wait for the Hopper (SM90) backward kernel", /*deterministic=*/false},
 
     // The GPU-verified v1 kernels (kernels/v1/): what release builds run until the rows above are verified.
     {CudaKernel::kSm90ForwardV1, "SM90 forward (v1)", FA4J_ATTENTION_FORWARD, 9, 0, true,
      kernel_instantiations::kSM90_FORWARD_V1, static_cast<int>(std::size(kernel_instantiations::kSM90_FORWARD_V1)),
-     /*varlen=*/false, /*window=*/false, /*softcap=*/false, /*alibi=*/false, /*max_batch_heads=*/0, /*verified=*/true,
+     /*varlen=*/false, /*window=*/false, /*softcap=*/false, /*alibi=*/false, /*verified=*/true,
      /*smem_bytes=*/nullptr, /*beyond_head_dims=*/nullptr, /*deterministic=*/true},
     {CudaKernel::kSm80ForwardV1, "SM80 forward (v1)", FA4J_ATTENTION_FORWARD, 8, 0, false,
      kernel_instantiations::kSM80_FORWARD_V1, static_cast<int>(std::size(kernel_instantiations::kSM80_FORWARD_V1)),
-     /*varlen=*/false, /*window=*/false, /*softcap=*/false, /*alibi=*/false, /*max_batch_heads=*/0, /*verified=*/true,
+     /*varlen=*/false, /*window=*/false, /*softcap=*/false, /*alibi=*/false, /*verified=*/true,
      /*smem_bytes=*/nullptr, /*beyond_head_dims=*/nullptr, /*deterministic=*/true},
     {CudaKernel::kSm80BackwardV1, "SM80 backward (v1)", FA4J_ATTENTION_BACKWARD, 8, 0, false,
      kernel_instantiations::kSM80_BACKWARD_V1, static_cast<int>(std::size(kernel_instantiations::kSM80_BACKWARD_V1)),
-     /*varlen=*/false, /*window=*/false, /*softcap=*/false, /*alibi=*/false, /*max_batch_heads=*/0, /*verified=*/true,
+     /*varlen=*/false, /*window=*/false, /*softcap=*/false, /*alibi=*/false, /*verified=*/true,
      /*smem_bytes=*/nullptr, /*beyond_head_dims=*/"head dims above 128 wait for the Hopper (SM90) backward kernel",
      /*deterministic=*/false},
 };
@@ -165,9 +164,6 @@ std::string cuda_kernel_refusal(CudaKernel kernel, const AttentionConfig& config
     if (f.has_window() && !causal_only && !row.window) return lacks("sliding windows");
     if (f.softcap != 0 && !row.softcap) return lacks("softcap");
     if (f.alibi_slopes != nullptr && !row.alibi) return lacks("ALiBi");
-    if (row.max_batch_heads > 0 && config.shape.batch * config.shape.heads_q > row.max_batch_heads)
-        return who + " addresses at most " + std::to_string(row.max_batch_heads) + " (batch x query heads); got " +
-               std::to_string(config.shape.batch * config.shape.heads_q);
     return "";
 }
 

@@ -36,7 +36,6 @@ struct ScoreParams {
     int64_t alibi_batch_stride = 0, alibi_head_stride = 0;
 
     FA4J_HOST_DEVICE bool transforms() const { return softcap > 0.0f || alibi_slopes != nullptr; }
-    FA4J_HOST_DEVICE bool causal() const { return window_right == 0 && window_left == ScoreWindow::kNoBound; }
 };
 
 // Variable-length batches (flash_attn_varlen_func). The vectors live on the device and are not read on
