@@ -2,7 +2,10 @@
 # flashattn4j's entry point on a fresh machine: finds a JDK >= 25 and Maven's, then
 #   ./build.sh demo    builds everything (native library, bindings, Java, benchmarks) and runs the demo
 #   ./build.sh test    builds everything, runs the native and Java test suites, installs the artifacts
-#                      into the local Maven repository and runs the consumer test (scripts/consumer-test.sh)
+#                      into the local Maven repository, runs the consumer test (scripts/consumer-test.sh)
+#                      and then `sanitize`
+#   ./build.sh sanitize  builds the native library without CUDA under AddressSanitizer and
+#                      UndefinedBehaviorSanitizer and runs its test drivers, the C ABI fuzzer at length
 #   ./build.sh bench [args]  runs the benchmark CLI (after demo or test built it)
 #   ./build.sh jmh [args]    runs the JMH benchmarks
 #   ./build.sh java-home     prints the JDK it would use
@@ -50,7 +53,17 @@ case "${1:-}" in
   test)
     # install, not verify: the consumer test resolves our artifacts from the local repository, as users do.
     mvn "${mvn_flags[@]}" install
-    exec scripts/consumer-test.sh
+    scripts/consumer-test.sh
+    exec "$0" sanitize
+    ;;
+  sanitize)
+    build=native/target/sanitize
+    cmake -S native -B "$build" -DFA4J_CUDA=OFF -DFA4J_SANITIZE=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+    cmake --build "$build" -j"$(nproc)"
+    # Leaks count too: every driver frees what it allocates.
+    export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1
+    ctest --test-dir "$build" --output-on-failure
+    "$build/abi_fuzz_test" --iterations "${FA4J_FUZZ_ITERATIONS:-30000}"
     ;;
   bench)
     exec java "$native_access" -cp "$bench_jar" io.github.flashattn4j.bench.BenchCli "${@:2}"
@@ -59,7 +72,7 @@ case "${1:-}" in
     exec java "$native_access" -jar "$bench_jar" "${@:2}"
     ;;
   *)
-    echo "usage: $0 demo | test | bench [args] | jmh [jmh args] | java-home" >&2
+    echo "usage: $0 demo | test | sanitize | bench [args] | jmh [jmh args] | java-home" >&2
     exit 2
     ;;
 esac

@@ -393,7 +393,8 @@ typedef enum fa4j_attention_direction {
  * to sizeof(fa4j_attention_args) as they know it, and fields past it read as zero (the defaults below).
  * Zero-initialise the struct, then set what you use.
  *
- * Tensors (NULL where the direction does not use them):
+ * Tensors (NULL where the direction does not use them: a call given a tensor of another direction is
+ * refused with FA4J_ERROR_INVALID_ARGUMENT):
  *   forward:  q, k, v in; out, lse out.
  *   backward: dout, q, k, v, out, lse in; dq, dk, dv out (overwritten).
  *   decode:   q, k_cache, v_cache, block_table, cache_seqlens, k_new, v_new, prefix_k, prefix_v in; out, lse
@@ -561,8 +562,8 @@ FA4J_API fa4j_status fa4j_attention(const fa4j_attention_args* args, fa4j_stream
  * copied into `reason` (NUL-terminated, truncated to reason_capacity; reason may be NULL when
  * reason_capacity is 0). Validates exactly as fa4j_attention does (arguments, shapes, devices, features,
  * kernel family) but launches nothing, allocates nothing and reads no tensor data except host-side
- * sequence lengths, cache lengths and block tables, so outputs may be described at addresses that hold no
- * memory. Returns FA4J_OK
+ * sequence lengths, cache lengths, block tables and ALiBi slopes, so outputs may be described at addresses
+ * that hold no memory. Returns FA4J_OK
  * whenever it could answer, also for a call that would fail. */
 FA4J_API fa4j_status fa4j_attention_support(const fa4j_attention_args* args, int32_t* status, char* reason,
                                             size_t reason_capacity);

@@ -781,6 +781,12 @@ ValidatedCall validate(const fa4j_attention_args* args) {
     }
     require_no_kv_cache_fields(a);
     const bool forward = a.direction == FA4J_ATTENTION_FORWARD;
+    if (forward) {  // the gradients' tensors: a forward given them was meant to be a backward
+        require_unused(a.dout == nullptr, "dout", a);
+        require_unused(a.dq == nullptr, "dq", a);
+        require_unused(a.dk == nullptr, "dk", a);
+        require_unused(a.dv == nullptr, "dv", a);
+    }
     const bool varlen = a.cu_seqlens_q != nullptr || a.cu_seqlens_k != nullptr;
     FA4J_REQUIRE(varlen || a.seqused_k == nullptr, "seqused_k needs cu_seqlens_q and cu_seqlens_k (varlen)");
     AttentionConfig config{};

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
 #include <cstdlib>
 #include <sstream>
 
@@ -132,7 +133,9 @@ bool known_dtype(const fa4j_dtype& d, DType& dtype) {
 }
 
 int64_t span_bytes(const fa4j_dtype& d, int64_t elements) {
-    return d.bits >= 8 ? elements * (d.bits / 8) : (elements * d.bits + 7) / 8;
+    if (d.bits >= 8) return elements * (d.bits / 8);
+    const int64_t per_byte = 8 / d.bits;  // packed: divided first, so any element count fits
+    return elements / per_byte + (elements % per_byte != 0 ? 1 : 0);
 }
 
 std::string packed_layout_problem(const fa4j_tensor& t) {
@@ -161,7 +164,10 @@ int64_t element_count(const fa4j_tensor& t) {
     return n;
 }
 
-char* first_element(const fa4j_tensor& t) { return static_cast<char*>(t.data) + t.byte_offset; }
+// Integer arithmetic: the offset is validated (no wrap) but may lie beyond what C++ calls the object.
+char* first_element(const fa4j_tensor& t) {
+    return reinterpret_cast<char*>(reinterpret_cast<uintptr_t>(t.data) + static_cast<uintptr_t>(t.byte_offset));
+}
 
 namespace {
 
@@ -199,6 +205,11 @@ void check_fields(const fa4j_tensor* t, const char* name, int expected_ndim, Ele
         FA4J_REQUIRE(reinterpret_cast<uintptr_t>(t->data) % static_cast<uintptr_t>(alignment) == 0,
                 n + ": data is not aligned to the element size");
         FA4J_REQUIRE(t->byte_offset <= static_cast<uint64_t>(INT64_MAX), n + ": byte_offset too large");
+        // The last byte must be an address: data + byte_offset + extent may not wrap around.
+        const uint64_t extent = static_cast<uint64_t>(element == 0 ? (last + 2) / 2 : (last + 1) * element);
+        const uint64_t start = reinterpret_cast<uintptr_t>(t->data);
+        FA4J_REQUIRE(t->byte_offset <= UINTPTR_MAX - start && extent <= UINTPTR_MAX - start - t->byte_offset,
+                n + ": data + byte_offset + the tensor's extent wraps around the address space");
     }
 }
 
