@@ -1,5 +1,6 @@
 // Random calls through the C ABI, as a binding in another language or a confused caller makes them:
-// mostly well-formed forward, backward, decode, merge, quantized and quantize calls on CPU tensors, then
+// mostly well-formed forward, backward, decode, merge, quantized and quantize calls on CPU tensors and
+// DLPack imports (with re-export and release), then
 // broken in up to three places (a dtype, a rank, a dimension, a stride, an offset, a device, a missing or
 // aliased tensor, a struct size, a scalar option, sequence metadata). For every call:
 //  - the process survives; run it under ASan/UBSan (./build.sh sanitize) to see every stray access;
@@ -641,7 +642,7 @@ std::string message() {
 bool known_status(fa4j_status s) { return s >= FA4J_OK && s <= FA4J_ERROR_NO_DEVICE; }
 
 struct Counts {
-    long ok = 0, refused = 0, support_only = 0, skipped = 0;
+    long ok = 0, refused = 0, support_only = 0, skipped = 0, imported = 0, import_refused = 0;
 };
 
 Outcome run_call(Call& c, Rng& rng, bool gpu_present, Counts& counts) {
@@ -727,6 +728,82 @@ Outcome run_call(Call& c, Rng& rng, bool gpu_present, Counts& counts) {
     return o;
 }
 
+// ---- DLPack ----
+
+// DLPack's managed structs, laid out as the specification says (fa4j_tensor is DLTensor).
+struct ManagedVersioned {
+    uint32_t major, minor;
+    void* manager_ctx;
+    void (*deleter)(ManagedVersioned*);
+    uint64_t flags;
+    fa4j_tensor dl_tensor;
+};
+struct ManagedLegacy {
+    fa4j_tensor dl_tensor;
+    void* manager_ctx;
+    void (*deleter)(ManagedLegacy*);
+};
+
+int deleter_calls = 0;
+void count_versioned(ManagedVersioned*) { deleter_calls++; }
+void count_legacy(ManagedLegacy*) { deleter_calls++; }
+
+// A producer's managed tensor, mostly well formed, broken like the calls above; imported, used through
+// the buffer API, re-exported, released. The deleter must run exactly once, at the last release, and
+// never when the import is refused.
+Outcome dlpack_round(Rng& rng, std::string& what, Counts& counts) {
+    Outcome o;
+    const bool versioned = chance(rng, 0.6);
+    Tensor x("dlpack", chance(rng, 0.8) ? float_dtype(rng) : kI4, {1 + pick(rng, 4), 2 * (1 + pick(rng, 5))});
+    x.scramble(rng);
+    Call c;  // for break_tensor's bookkeeping
+    if (chance(rng, 0.6)) break_tensor(c, x, rng);
+    std::vector<Tensor*> one{&x};
+    if (!place(one, rng) || x.huge) x.t.data = x.memory.get();  // import reads no data: any address will do
+    if (chance(rng, 0.15)) x.t.strides = nullptr;  // DLPack allows compact row-major without strides
+    ManagedVersioned mv{static_cast<uint32_t>(chance(rng, 0.9) ? 1 : pick(rng, 3)), 1, nullptr,
+                        chance(rng, 0.9) ? count_versioned : nullptr, static_cast<uint64_t>(pick(rng, 8)), x.t};
+    ManagedLegacy ml{x.t, nullptr, chance(rng, 0.9) ? count_legacy : nullptr};
+    void* managed = versioned ? static_cast<void*>(&mv) : static_cast<void*>(&ml);
+    what = std::string("dlpack ") + (versioned ? "versioned" : "legacy") + c.shape;
+    deleter_calls = 0;
+    const fa4j_tensor* imported = nullptr;
+    uint64_t flags = 0;
+    fa4j_buffer owner = nullptr;
+    const fa4j_status s = fa4j_dlpack_import(managed, versioned ? 1 : 0, &imported, &flags, &owner);
+    o.detail = " -> " + std::to_string(s);
+    if (!known_status(s) || s == FA4J_ERROR_INTERNAL) fail(o, "status " + std::to_string(s));
+    (s == FA4J_OK ? counts.imported : counts.import_refused)++;
+    if (s != FA4J_OK) {
+        if (message() == "(none)") fail(o, "error without a message");
+        if (deleter_calls != 0) fail(o, "a refused import called the deleter");
+        return o;
+    }
+    void* data = nullptr;
+    size_t bytes = 0;
+    fa4j_device device{};
+    if (fa4j_buffer_info(owner, &data, &bytes, &device) != FA4J_OK) fail(o, "buffer_info of the import's owner: " + message());
+    if (imported == nullptr || imported->data != x.t.data) fail(o, "the imported tensor is not the producer's");
+    // Re-export (as a consumer would pass it on), then let both go in either order.
+    void* again = nullptr;
+    const bool exported = imported != nullptr && fa4j_dlpack_export(owner, imported, versioned ? 1 : 0, 0, &again) == FA4J_OK;
+    if (chance(rng, 0.5) && fa4j_buffer_retain(owner) == FA4J_OK) fa4j_buffer_release(owner, nullptr, 0);
+    if (fa4j_buffer_release(owner, nullptr, 0) != FA4J_OK) fail(o, "release: " + message());
+    if (exported) {
+        if (deleter_calls != 0) fail(o, "the deleter ran while a re-export held the memory");
+        if (versioned) {
+            auto* m = static_cast<ManagedVersioned*>(again);
+            m->deleter(m);
+        } else {
+            auto* m = static_cast<ManagedLegacy*>(again);
+            m->deleter(m);
+        }
+    }
+    const bool has_deleter = versioned ? mv.deleter != nullptr : ml.deleter != nullptr;
+    if (deleter_calls != (has_deleter ? 1 : 0)) fail(o, "the deleter ran " + std::to_string(deleter_calls) + " times");
+    return o;
+}
+
 Call random_call(Rng& rng) {
     Call c;
     c.args.struct_size = sizeof c.args;
@@ -764,16 +841,23 @@ int main(int argc, char** argv) {
     Counts counts;
     const bool trace = std::getenv("FA4J_FUZZ_TRACE") != nullptr;  // each call before it runs (for a crash)
     for (long i = 0; i < iterations; i++) {
+        const std::string at = "seed " + std::to_string(seed) + " iteration " + std::to_string(i) + " ";
+        if (chance(rng, 0.08)) {
+            std::string what;
+            const Outcome o = dlpack_round(rng, what, counts);
+            if (!o.ok) tally.report(at + what, o);
+            continue;
+        }
         Call c = random_call(rng);
         if (trace) {
             std::printf("iteration %ld: %s\n", i, c.shape.c_str());
             std::fflush(stdout);
         }
         const Outcome o = run_call(c, rng, devices > 0, counts);
-        if (!o.ok) tally.report("seed " + std::to_string(seed) + " iteration " + std::to_string(i) + " " + c.shape, o);
+        if (!o.ok) tally.report(at + c.shape, o);
     }
-    std::printf("accepted %ld, refused %ld, support query only %ld, skipped %ld\n", counts.ok, counts.refused,
-                counts.support_only, counts.skipped);
+    std::printf("calls accepted %ld, refused %ld, support query only %ld, skipped %ld; DLPack imports %ld, refused %ld\n",
+                counts.ok, counts.refused, counts.support_only, counts.skipped, counts.imported, counts.import_refused);
     Outcome all;
     all.detail = " " + std::to_string(iterations) + " calls";
     tally.report("every call", all);
