@@ -261,7 +261,7 @@ FA4J_API fa4j_status fa4j_cuda_stream_wait(int32_t device, fa4j_stream waiting, 
  * its stream, or hands over a stream to wait on); the deleter's release names no stream (see buffers).
  *
  * Import: fa4j_dlpack_import checks a managed tensor (DLPack major version 1 for versioned structs, a
- * device and dtype this library knows, ndim 0..32, sizes and strides that fit in 63 bits) and takes
+ * device and dtype this library knows, a CUDA device this process has (else FA4J_ERROR_NO_DEVICE), ndim 0..32, sizes and strides that fit in 63 bits) and takes
  * ownership of it: `owner` receives a buffer whose last release calls the managed tensor's deleter (a
  * NULL deleter is allowed). `tensor` receives a pointer to the DLTensor inside the managed struct, valid
  * while the owner lives; its strides may be NULL (compact row-major, as DLPack allows), and `flags`
@@ -551,7 +551,9 @@ typedef struct fa4j_attention_args {
  * out = merge((out_prefix, lse_prefix), (out_suffix, lse_suffix)). Varlen results ([total, heads, head_dim],
  * lse [heads, total]) merge as batch 1 views. Outputs may not overlap the inputs. Unused fields must be
  * NULL / 0 (q, k, v, alibi_slopes, the KV cache tensors, num_splits, ...); the score options (softmax_scale,
- * softcap, causal, windows) are ignored; num_threads and kernel_family apply. head_dim: any.
+ * softcap, causal, windows) are ignored; num_threads and kernel_family apply. head_dim: any. CUDA tensors run
+ * the merge kernel (AUTO or SM80 family; at most 32 partial results per call, FA4J_ERROR_UNSUPPORTED beyond:
+ * merge in groups), offered as the attention kernels are, once it has passed the GPU suite.
  */
 
 /* Runs the call `args` describes: queued on `stream` on CUDA, finished on return on the CPU. */

@@ -65,32 +65,49 @@ CudaKernelChoice choose_backward(const ValidatedBackward& b) {
                               [&](CudaKernel k) { return cuda::backward_tensors_refusal(device, b.problem, k); });
 }
 
-// KV-cache attention and merges have no CUDA kernels yet: refused before anything is queued or written.
-void check_no_cuda_kernel(const fa4j_device& device, const char* what) {
-    if (device.device_type == FA4J_DEVICE_CUDA)
-        fail(FA4J_ERROR_UNSUPPORTED, std::string(what) + " on cuda:" + std::to_string(device.device_id) +
+constexpr const char* kDecodeName = "KV-cache attention (FA4J_ATTENTION_DECODE)";
+constexpr const char* kMergeName = "attention merge (FA4J_ATTENTION_MERGE)";
+
+// KV-cache attention has no CUDA kernel yet: refused before anything is queued or written.
+void check_decode(const ValidatedDecode& v) {
+    check_family(v.device, v.family);
+    if (v.device.device_type == FA4J_DEVICE_CUDA)
+        fail(FA4J_ERROR_UNSUPPORTED, std::string(kDecodeName) + " on cuda:" + std::to_string(v.device.device_id) +
                                          ": no CUDA kernel implements it yet (the CPU backend does: use CPU tensors)");
 }
 
-// Decode and merge: the family must fit the device, and the device must have the kernels.
-template <class Validated>
-void check_cpu_only(const Validated& v, const char* what) {
-    check_family(v.device, v.family);
-    check_no_cuda_kernel(v.device, what);
+// The merge kernel for a CUDA merge (the table's answer, then the backend's), or UNSUPPORTED with the reasons.
+void choose_merge(const ValidatedMerge& v) {
+    const int device = v.device.device_id;
+    const CudaArch arch = cuda::device_arch(device);
+    CudaKernel candidates[kMaxCudaCandidates];
+    const int count = cuda_kernel_candidates(FA4J_ATTENTION_MERGE, v.family, candidates);
+    std::string reasons;
+    for (int i = 0; i < count; ++i) {
+        std::string why = cuda_merge_refusal(candidates[i], arch);
+        if (why.empty()) why = cuda::merge_tensors_refusal(v.problem);
+        if (why.empty()) return;
+        reasons += (reasons.empty() ? "" : "; ") + why;
+    }
+    if (count == 0)
+        reasons = std::string("kernel family ") + family_name(v.family) + " has no merge kernel (AUTO picks one)";
+    fail(FA4J_ERROR_UNSUPPORTED, std::string(kMergeName) + " on cuda:" + std::to_string(device) + ": " + reasons);
 }
 
-constexpr const char* kDecodeName = "KV-cache attention (FA4J_ATTENTION_DECODE)";
-constexpr const char* kMergeName = "attention merge (FA4J_ATTENTION_MERGE)";
+void check_merge(const ValidatedMerge& v) {
+    check_family(v.device, v.family);
+    if (v.device.device_type == FA4J_DEVICE_CUDA) choose_merge(v);
+}
 
 }  // namespace
 
 void check_support(const ValidatedCall& call) {
     if (call.direction == FA4J_ATTENTION_DECODE) {
-        check_cpu_only(call.decode, kDecodeName);
+        check_decode(call.decode);
         return;
     }
     if (call.direction == FA4J_ATTENTION_MERGE) {
-        check_cpu_only(call.merge, kMergeName);
+        check_merge(call.merge);
         return;
     }
     if (call.direction == FA4J_ATTENTION_FORWARD) {
@@ -106,13 +123,14 @@ void check_support(const ValidatedCall& call) {
 
 void run(const ValidatedCall& call, fa4j_stream stream) {
     if (call.direction == FA4J_ATTENTION_DECODE) {
-        check_cpu_only(call.decode, kDecodeName);
+        check_decode(call.decode);
         cpu::attention_decode(call.decode.problem);
         return;
     }
     if (call.direction == FA4J_ATTENTION_MERGE) {
-        check_cpu_only(call.merge, kMergeName);
-        cpu::attention_merge(call.merge.problem);
+        check_merge(call.merge);
+        if (call.merge.device.device_type == FA4J_DEVICE_CUDA) cuda::attention_merge(call.merge.device.device_id, call.merge.problem, stream);
+        else cpu::attention_merge(call.merge.problem);
         return;
     }
     if (call.direction == FA4J_ATTENTION_FORWARD) {

@@ -95,6 +95,12 @@ const KernelRow kRows[] = {
      /*varlen=*/false, /*window=*/false, /*softcap=*/false, /*alibi=*/false, /*verified=*/true,
      /*smem_bytes=*/nullptr, /*beyond_head_dims=*/"head dims above 128 wait for the Hopper (SM90) backward kernel",
      /*deterministic=*/false},
+
+    // The log-sum-exp merge (kernels/decode/merge_kernel.cuh): CUDA cores, any GPU from sm_80, every head dim
+    // and float dtype (head dims and features do not apply; the backend limits the partial results per call).
+    {CudaKernel::kMerge, "merge", FA4J_ATTENTION_MERGE, 8, 0, false, nullptr, 0,
+     /*varlen=*/false, /*window=*/false, /*softcap=*/false, /*alibi=*/false, /*verified=*/false,
+     /*smem_bytes=*/nullptr, /*beyond_head_dims=*/nullptr, /*deterministic=*/true},
 };
 // -------------------------------------------------------------------------------------------------
 
@@ -106,6 +112,18 @@ const KernelRow& row_of(CudaKernel kernel) {
 
 std::string arch_text(int major, int minor) { return std::to_string(major) + "." + std::to_string(minor); }
 
+// Whether the build offers the row's kernel (verified) and the GPU can run it (compute capability).
+std::string availability_refusal(const KernelRow& row, CudaArch arch) {
+    const std::string who = std::string("the ") + row.name + " kernel";
+    if (!row.verified && !kOfferUnverified)
+        return who + " has not run on a GPU yet; builds configured with -DFA4J_UNVERIFIED_KERNELS=ON offer it";
+    if (row.exact_arch ? (arch.major != row.major || arch.minor != row.minor)
+                       : (arch.major * 10 + arch.minor < row.major * 10 + row.minor))
+        return who + " needs compute capability " + (row.exact_arch ? "" : ">= ") + arch_text(row.major, row.minor) +
+               "; this GPU has " + arch_text(arch.major, arch.minor);
+    return "";
+}
+
 }  // namespace
 
 int cuda_kernel_head_dim(CudaKernel kernel, int64_t head_dim) {
@@ -115,19 +133,17 @@ int cuda_kernel_head_dim(CudaKernel kernel, int64_t head_dim) {
     return 0;
 }
 
+std::string cuda_merge_refusal(CudaKernel kernel, CudaArch arch) { return availability_refusal(row_of(kernel), arch); }
+
 std::string cuda_kernel_refusal(CudaKernel kernel, const AttentionConfig& config, CudaArch arch) {
     const KernelRow& row = row_of(kernel);
     const std::string who = std::string("the ") + row.name + " kernel";
-    if (!row.verified && !kOfferUnverified)
-        return who + " has not run on a GPU yet; builds configured with -DFA4J_UNVERIFIED_KERNELS=ON offer it";
+    if (!row.verified && !kOfferUnverified) return availability_refusal(row, arch);
     // Quantized attention has no CUDA kernel yet: its rows will say which modes they run.
     if (config.quant.enabled())
         return who + " does not implement quantized attention (" + quant::mode_name(config.quant.mode) +
                ") yet (CPU tensors run it: the CPU reference implementation)";
-    if (row.exact_arch ? (arch.major != row.major || arch.minor != row.minor)
-                       : (arch.major * 10 + arch.minor < row.major * 10 + row.minor))
-        return who + " needs compute capability " + (row.exact_arch ? "" : ">= ") + arch_text(row.major, row.minor) +
-               "; this GPU has " + arch_text(arch.major, arch.minor);
+    if (std::string why = availability_refusal(row, arch); !why.empty()) return why;
     if (config.dtype != DType::F16 && config.dtype != DType::BF16)
         return who + " supports float16 and bfloat16 tensors; " + dtype_name(config.dtype) +
                " is not implemented on CUDA (convert the inputs, or use CPU tensors)";
@@ -180,11 +196,13 @@ int cuda_kernel_candidates(fa4j_attention_direction direction, fa4j_kernel_famil
             out[n++] = CudaKernel::kSm80Forward;
             out[n++] = CudaKernel::kSm80ForwardV1;
         }
-    } else {
+    } else if (direction == FA4J_ATTENTION_BACKWARD) {
         if (family == FA4J_KERNEL_AUTO || family == FA4J_KERNEL_SM80) {
             out[n++] = CudaKernel::kSm80Backward;
             out[n++] = CudaKernel::kSm80BackwardV1;
         }
+    } else if (direction == FA4J_ATTENTION_MERGE) {
+        if (family == FA4J_KERNEL_AUTO || family == FA4J_KERNEL_SM80) out[n++] = CudaKernel::kMerge;
     }
     return n;
 }

@@ -139,11 +139,19 @@ void Buffer::free_memory(const fa4j_stream* streams, int count) {
         case Kind::DevicePool:
             pending_.free_after(device_.device_id, data_, streams, count);
             return;
-        case Kind::Foreign:
+        case Kind::Foreign: {
+            // Its owner gets it back whatever happens below (an error while waiting still reaches the caller,
+            // but the memory is not leaked: this handle is gone either way).
+            struct GiveBack {
+                const ForeignRelease& release;
+                ~GiveBack() {
+                    if (release) release();
+                }
+            } give_back{foreign_release_};
             // Its owner knows nothing of our streams: our work on it must be over before it gets it back.
             if (on_cuda()) pending_.wait_host(device_.device_id, streams, count);
-            if (foreign_release_) foreign_release_();
             return;
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/error.hpp"
+#include "backends/cuda/cuda_backend.hpp"
 #include "core/tensor_checks.hpp"
 
 namespace fa4j::dlpack {
@@ -127,6 +128,13 @@ fa4j_device import_device(const fa4j_device& device) {
     FA4J_REQUIRE(device.device_type == FA4J_DEVICE_CUDA,
             "device type " + std::to_string(device.device_type) + " is not CPU (1), CUDA (2) or CUDA host (3)");
     FA4J_REQUIRE(device.device_id >= 0, "negative CUDA device id " + std::to_string(device.device_id));
+    // Memory of a device this process cannot use (or a build without CUDA) could never be used or synchronised
+    // with here: refused, so the producer keeps it.
+    const int count = cuda::device_count();
+    if (device.device_id >= count)
+        fail(FA4J_ERROR_NO_DEVICE, "the tensor is on cuda:" + std::to_string(device.device_id) + ", which this process " +
+                                       (cuda::compiled() ? "does not have (" + std::to_string(count) + " CUDA devices)"
+                                                         : std::string("cannot use: this build of flashattn4j has no CUDA support")));
     return device;
 }
 

@@ -37,6 +37,8 @@ enum class CudaKernel {
     kSm90ForwardV1,
     kSm80ForwardV1,
     kSm80BackwardV1,
+    // The log-sum-exp merge of partial results (FA4J_ATTENTION_MERGE; kernels/decode/merge_kernel.cuh).
+    kMerge,
 };
 
 // A kernel and its head-dim instantiation (the smallest it has that is >= the call's head dim).
@@ -61,6 +63,9 @@ std::string backward_tensors_refusal(int device, const BackwardProblem& problem,
 // Queues the chosen kernel on `stream` (the dispatch has checked that it can run the call).
 void attention_forward(int device, const ForwardProblem& problem, CudaKernelChoice choice, fa4j_stream stream);
 void attention_backward(int device, const BackwardProblem& problem, CudaKernelChoice choice, fa4j_stream stream);
+// The merge: why its kernel cannot take the call (too many partial results), or ""; its launch.
+std::string merge_tensors_refusal(const MergeProblem& problem);
+void attention_merge(int device, const MergeProblem& problem, fa4j_stream stream);
 void mem_get_info(int device, size_t* free_bytes, size_t* total_bytes);
 void stream_wait(int device, fa4j_stream waiting, fa4j_stream waited);
 
