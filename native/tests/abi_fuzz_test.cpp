@@ -31,6 +31,8 @@
 #include <string>
 #include <vector>
 
+#include "support/abi_values.hpp"
+#include "support/dlpack_structs.hpp"
 #include "support/half_codec.hpp"
 #include "support/test_report.hpp"
 
@@ -38,15 +40,6 @@ namespace {
 
 using namespace fa4j_test;
 
-constexpr fa4j_device kCpu{FA4J_DEVICE_CPU, 0};
-constexpr fa4j_dtype kF32{FA4J_DTYPE_CODE_FLOAT, 32, 1};
-constexpr fa4j_dtype kF16{FA4J_DTYPE_CODE_FLOAT, 16, 1};
-constexpr fa4j_dtype kBF16{FA4J_DTYPE_CODE_BFLOAT, 16, 1};
-constexpr fa4j_dtype kI32{FA4J_DTYPE_CODE_INT, 32, 1};
-constexpr fa4j_dtype kI8{FA4J_DTYPE_CODE_INT, 8, 1};
-constexpr fa4j_dtype kI4{FA4J_DTYPE_CODE_INT, 4, 1};
-constexpr fa4j_dtype kE4M3{FA4J_DTYPE_CODE_FLOAT8_E4M3FN, 8, 1};
-constexpr fa4j_dtype kE5M2{FA4J_DTYPE_CODE_FLOAT8_E5M2, 8, 1};
 constexpr int64_t kMemoryCap = int64_t{1} << 26;  // bytes one tensor may span and still be run
 constexpr int kMaxRank = 6;
 
@@ -730,20 +723,6 @@ Outcome run_call(Call& c, Rng& rng, bool gpu_present, Counts& counts) {
 
 // ---- DLPack ----
 
-// DLPack's managed structs, laid out as the specification says (fa4j_tensor is DLTensor).
-struct ManagedVersioned {
-    uint32_t major, minor;
-    void* manager_ctx;
-    void (*deleter)(ManagedVersioned*);
-    uint64_t flags;
-    fa4j_tensor dl_tensor;
-};
-struct ManagedLegacy {
-    fa4j_tensor dl_tensor;
-    void* manager_ctx;
-    void (*deleter)(ManagedLegacy*);
-};
-
 int deleter_calls = 0;
 void count_versioned(ManagedVersioned*) { deleter_calls++; }
 void count_legacy(ManagedLegacy*) { deleter_calls++; }
@@ -761,7 +740,7 @@ Outcome dlpack_round(Rng& rng, std::string& what, Counts& counts) {
     std::vector<Tensor*> one{&x};
     if (!place(one, rng) || x.huge) x.t.data = x.memory.get();  // import reads no data: any address will do
     if (chance(rng, 0.15)) x.t.strides = nullptr;  // DLPack allows compact row-major without strides
-    ManagedVersioned mv{static_cast<uint32_t>(chance(rng, 0.9) ? 1 : pick(rng, 3)), 1, nullptr,
+    ManagedVersioned mv{{static_cast<uint32_t>(chance(rng, 0.9) ? 1 : pick(rng, 3)), 1}, nullptr,
                         chance(rng, 0.9) ? count_versioned : nullptr, static_cast<uint64_t>(pick(rng, 8)), x.t};
     ManagedLegacy ml{x.t, nullptr, chance(rng, 0.9) ? count_legacy : nullptr};
     void* managed = versioned ? static_cast<void*>(&mv) : static_cast<void*>(&ml);

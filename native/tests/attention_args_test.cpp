@@ -12,15 +12,13 @@
 #include <string>
 #include <vector>
 
+#include "support/abi_values.hpp"
 #include "support/test_report.hpp"
 
 namespace {
 
 using namespace fa4j_test;
 
-constexpr fa4j_device kCpu{FA4J_DEVICE_CPU, 0};
-constexpr fa4j_dtype kF32{FA4J_DTYPE_CODE_FLOAT, 32, 1};
-constexpr fa4j_dtype kI32{FA4J_DTYPE_CODE_INT, 32, 1};
 
 // A host tensor that owns its values, shape and strides (contiguous).
 struct Host {

@@ -11,31 +11,13 @@
 #include <string>
 #include <vector>
 
+#include "support/abi_values.hpp"
+#include "support/dlpack_structs.hpp"
 #include "support/test_report.hpp"
 
 namespace {
 
 using namespace fa4j_test;
-
-// DLPack's managed structs, laid out as the specification says (fa4j_tensor is DLTensor).
-struct Version {
-    uint32_t major, minor;
-};
-struct ManagedVersioned {
-    Version version;
-    void* manager_ctx;
-    void (*deleter)(ManagedVersioned*);
-    uint64_t flags;
-    fa4j_tensor dl_tensor;
-};
-struct ManagedLegacy {
-    fa4j_tensor dl_tensor;
-    void* manager_ctx;
-    void (*deleter)(ManagedLegacy*);
-};
-
-constexpr fa4j_device kCpu{FA4J_DEVICE_CPU, 0};
-constexpr fa4j_dtype kF32{FA4J_DTYPE_CODE_FLOAT, 32, 1};
 
 std::atomic<int> deleter_calls{0};
 void count_versioned(ManagedVersioned*) { deleter_calls++; }

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "support/abi_values.hpp"
 #include "support/reference_attention.hpp"
 #include "support/strided_tensor.hpp"
 #include "support/tensor_layouts.hpp"
@@ -28,7 +29,6 @@ namespace {
 
 using namespace fa4j_test;
 
-constexpr fa4j_device kCpu{FA4J_DEVICE_CPU, 0};
 
 // A host int32 tensor (block tables, cache lengths), contiguous.
 struct Ints {
