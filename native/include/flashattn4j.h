@@ -526,10 +526,13 @@ typedef struct fa4j_attention_args {
  * host: cache_seqlens[b] outside 0 .. capacity; an append past capacity (L_b + seqlen_new > capacity); a
  * block table entry of a used page outside 0 .. num_pages - 1; a page an append writes to that appears
  * anywhere else among the used entries of the block table (another sequence's, or twice in one). For CUDA
- * tensors these values are not read on the host: the kernels (not implemented yet: CUDA decode is refused
- * with FA4J_ERROR_UNSUPPORTED for now) must clamp what they say, never read or write outside the tensors,
- * skip an append past capacity, and report bad metadata through the per-device flag that the next
- * synchronising call turns into FA4J_ERROR_INVALID_ARGUMENT, as for varlen metadata.
+ * tensors these values are not read on the host: the CUDA decode kernel (AUTO or SM80 family; offered, as
+ * the attention kernels are, once it has passed the GPU suite) clamps what they say, never reads or writes
+ * outside the tensors, skips the whole append of a sequence whose L_b + seqlen_new exceeds the capacity,
+ * treats keys on a page outside 0 .. num_pages - 1 as masked, and reports such metadata through the
+ * per-device flag that the next synchronising call turns into FA4J_ERROR_INVALID_ARGUMENT, as for varlen
+ * metadata. It merges at most 16 splits of each key range (a forced num_splits above 16 is
+ * FA4J_ERROR_UNSUPPORTED) and takes batches of up to 65535 sequences.
  *
  * Split-KV: each sequence's keys (and the prefix) are cut into splits of consecutive keys, computed
  * independently into float32 partial results and merged exactly as FA4J_ATTENTION_MERGE does, in key order

@@ -51,12 +51,13 @@ inline int decode_num_splits(const SplitHeuristicInput& in) {
 // The keys of split s of `splits` of the range `keys`: consecutive chunks of equal size rounded up to a
 // multiple of `granularity` (the kernels' key tile, or a page), the last one shorter; splits past the end
 // are empty (their partial result has lse -inf and weight 0).
-inline IndexRange split_keys(IndexRange keys, int splits, int s, int64_t granularity) {
+FA4J_HOST_DEVICE inline IndexRange split_keys(IndexRange keys, int splits, int s, int64_t granularity) {
     const int64_t length = keys.end - keys.begin;
     int64_t chunk = (length + splits - 1) / splits;
     chunk = (chunk + granularity - 1) / granularity * granularity;
-    const int64_t begin = std::min(keys.end, keys.begin + chunk * s);
-    return {begin, std::min(keys.end, begin + chunk)};
+    const int64_t start = keys.begin + chunk * s;
+    const int64_t begin = start < keys.end ? start : keys.end;
+    return {begin, begin + chunk < keys.end ? begin + chunk : keys.end};
 }
 
 }  // namespace fa4j

@@ -68,35 +68,35 @@ CudaKernelChoice choose_backward(const ValidatedBackward& b) {
 constexpr const char* kDecodeName = "KV-cache attention (FA4J_ATTENTION_DECODE)";
 constexpr const char* kMergeName = "attention merge (FA4J_ATTENTION_MERGE)";
 
-// KV-cache attention has no CUDA kernel yet: refused before anything is queued or written.
-void check_decode(const ValidatedDecode& v) {
-    check_family(v.device, v.family);
-    if (v.device.device_type == FA4J_DEVICE_CUDA)
-        fail(FA4J_ERROR_UNSUPPORTED, std::string(kDecodeName) + " on cuda:" + std::to_string(v.device.device_id) +
-                                         ": no CUDA kernel implements it yet (the CPU backend does: use CPU tensors)");
-}
-
-// The merge kernel for a CUDA merge (the table's answer, then the backend's), or UNSUPPORTED with the reasons.
-void choose_merge(const ValidatedMerge& v) {
+// The decode or merge kernel for a call on CUDA tensors: the table's answer (is it offered, can this GPU run
+// it), then the backend's (`tensors_refusal`), or UNSUPPORTED with the reasons.
+template <class Validated, class TensorsRefusal>
+void choose_kv_kernel(fa4j_attention_direction direction, const Validated& v, const char* name, TensorsRefusal tensors_refusal) {
     const int device = v.device.device_id;
     const CudaArch arch = cuda::device_arch(device);
     CudaKernel candidates[kMaxCudaCandidates];
-    const int count = cuda_kernel_candidates(FA4J_ATTENTION_MERGE, v.family, candidates);
+    const int count = cuda_kernel_candidates(direction, v.family, candidates);
     std::string reasons;
     for (int i = 0; i < count; ++i) {
-        std::string why = cuda_merge_refusal(candidates[i], arch);
-        if (why.empty()) why = cuda::merge_tensors_refusal(v.problem);
+        std::string why = cuda_kernel_availability(candidates[i], arch);
+        if (why.empty()) why = tensors_refusal();
         if (why.empty()) return;
         reasons += (reasons.empty() ? "" : "; ") + why;
     }
-    if (count == 0)
-        reasons = std::string("kernel family ") + family_name(v.family) + " has no merge kernel (AUTO picks one)";
-    fail(FA4J_ERROR_UNSUPPORTED, std::string(kMergeName) + " on cuda:" + std::to_string(device) + ": " + reasons);
+    if (count == 0) reasons = std::string("kernel family ") + family_name(v.family) + " has no such kernel (AUTO picks one)";
+    fail(FA4J_ERROR_UNSUPPORTED, std::string(name) + " on cuda:" + std::to_string(device) + ": " + reasons);
+}
+
+void check_decode(const ValidatedDecode& v) {
+    check_family(v.device, v.family);
+    if (v.device.device_type == FA4J_DEVICE_CUDA)
+        choose_kv_kernel(FA4J_ATTENTION_DECODE, v, kDecodeName, [&] { return cuda::decode_tensors_refusal(v.problem); });
 }
 
 void check_merge(const ValidatedMerge& v) {
     check_family(v.device, v.family);
-    if (v.device.device_type == FA4J_DEVICE_CUDA) choose_merge(v);
+    if (v.device.device_type == FA4J_DEVICE_CUDA)
+        choose_kv_kernel(FA4J_ATTENTION_MERGE, v, kMergeName, [&] { return cuda::merge_tensors_refusal(v.problem); });
 }
 
 }  // namespace
@@ -124,7 +124,8 @@ void check_support(const ValidatedCall& call) {
 void run(const ValidatedCall& call, fa4j_stream stream) {
     if (call.direction == FA4J_ATTENTION_DECODE) {
         check_decode(call.decode);
-        cpu::attention_decode(call.decode.problem);
+        if (call.decode.device.device_type == FA4J_DEVICE_CUDA) cuda::attention_decode(call.decode.device.device_id, call.decode.problem, stream);
+        else cpu::attention_decode(call.decode.problem);
         return;
     }
     if (call.direction == FA4J_ATTENTION_MERGE) {

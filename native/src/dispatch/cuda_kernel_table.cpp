@@ -96,6 +96,13 @@ const KernelRow kRows[] = {
      /*smem_bytes=*/nullptr, /*beyond_head_dims=*/"head dims above 128 wait for the Hopper (SM90) backward kernel",
      /*deterministic=*/false},
 
+    // KV-cache attention (kernels/decode/decode_kernel.cuh): CUDA cores, any GPU from sm_80, every head dim,
+    // float dtype and score feature, shared prefixes, split-KV (head dims and features do not apply: the
+    // backend answers for grid limits and forced splits).
+    {CudaKernel::kDecode, "decode", FA4J_ATTENTION_DECODE, 8, 0, false, nullptr, 0,
+     /*varlen=*/false, /*window=*/true, /*softcap=*/true, /*alibi=*/true, /*verified=*/false,
+     /*smem_bytes=*/nullptr, /*beyond_head_dims=*/nullptr, /*deterministic=*/true},
+
     // The log-sum-exp merge (kernels/decode/merge_kernel.cuh): CUDA cores, any GPU from sm_80, every head dim
     // and float dtype (head dims and features do not apply; the backend limits the partial results per call).
     {CudaKernel::kMerge, "merge", FA4J_ATTENTION_MERGE, 8, 0, false, nullptr, 0,
@@ -133,7 +140,7 @@ int cuda_kernel_head_dim(CudaKernel kernel, int64_t head_dim) {
     return 0;
 }
 
-std::string cuda_merge_refusal(CudaKernel kernel, CudaArch arch) { return availability_refusal(row_of(kernel), arch); }
+std::string cuda_kernel_availability(CudaKernel kernel, CudaArch arch) { return availability_refusal(row_of(kernel), arch); }
 
 std::string cuda_kernel_refusal(CudaKernel kernel, const AttentionConfig& config, CudaArch arch) {
     const KernelRow& row = row_of(kernel);
@@ -201,6 +208,8 @@ int cuda_kernel_candidates(fa4j_attention_direction direction, fa4j_kernel_famil
             out[n++] = CudaKernel::kSm80Backward;
             out[n++] = CudaKernel::kSm80BackwardV1;
         }
+    } else if (direction == FA4J_ATTENTION_DECODE) {
+        if (family == FA4J_KERNEL_AUTO || family == FA4J_KERNEL_SM80) out[n++] = CudaKernel::kDecode;
     } else if (direction == FA4J_ATTENTION_MERGE) {
         if (family == FA4J_KERNEL_AUTO || family == FA4J_KERNEL_SM80) out[n++] = CudaKernel::kMerge;
     }

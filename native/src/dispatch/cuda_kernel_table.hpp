@@ -21,9 +21,9 @@ using cuda::CudaKernelChoice;
 // (arch, dtype, head dim, features, sizes); tensor-level conditions (alignment, TMA) are the backend's.
 std::string cuda_kernel_refusal(CudaKernel kernel, const AttentionConfig& config, CudaArch arch);
 
-// The same for the merge kernel (FA4J_ATTENTION_MERGE), which has no attention config: whether the build
-// offers it and the GPU can run it.
-std::string cuda_merge_refusal(CudaKernel kernel, CudaArch arch);
+// Whether the build offers `kernel` (verified, or FA4J_UNVERIFIED_KERNELS) and the GPU can run it, or "":
+// the table's whole answer for the decode and merge kernels, which take any head dim, dtype and feature.
+std::string cuda_kernel_availability(CudaKernel kernel, CudaArch arch);
 
 // The kernels a family may use for a direction, in order of preference (AUTO: fastest first).
 // Fills `out` (at most kMaxCudaCandidates) and returns the count.

@@ -37,6 +37,8 @@ enum class CudaKernel {
     kSm90ForwardV1,
     kSm80ForwardV1,
     kSm80BackwardV1,
+    // KV-cache attention (FA4J_ATTENTION_DECODE; kernels/decode/decode_kernel.cuh).
+    kDecode,
     // The log-sum-exp merge of partial results (FA4J_ATTENTION_MERGE; kernels/decode/merge_kernel.cuh).
     kMerge,
 };
@@ -63,6 +65,9 @@ std::string backward_tensors_refusal(int device, const BackwardProblem& problem,
 // Queues the chosen kernel on `stream` (the dispatch has checked that it can run the call).
 void attention_forward(int device, const ForwardProblem& problem, CudaKernelChoice choice, fa4j_stream stream);
 void attention_backward(int device, const BackwardProblem& problem, CudaKernelChoice choice, fa4j_stream stream);
+// Decode: why its kernels cannot take the call (grid limits, forced splits), or ""; the launches.
+std::string decode_tensors_refusal(const DecodeProblem& problem);
+void attention_decode(int device, const DecodeProblem& problem, fa4j_stream stream);
 // The merge: why its kernel cannot take the call (too many partial results), or ""; its launch.
 std::string merge_tensors_refusal(const MergeProblem& problem);
 void attention_merge(int device, const MergeProblem& problem, fa4j_stream stream);

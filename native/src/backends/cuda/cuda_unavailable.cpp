@@ -23,6 +23,8 @@ std::string forward_tensors_refusal(int, const ForwardProblem&, CudaKernel) { un
 std::string backward_tensors_refusal(int, const BackwardProblem&, CudaKernel) { unavailable(); }
 void attention_forward(int, const ForwardProblem&, CudaKernelChoice, fa4j_stream) { unavailable(); }
 void attention_backward(int, const BackwardProblem&, CudaKernelChoice, fa4j_stream) { unavailable(); }
+std::string decode_tensors_refusal(const DecodeProblem&) { unavailable(); }
+void attention_decode(int, const DecodeProblem&, fa4j_stream) { unavailable(); }
 std::string merge_tensors_refusal(const MergeProblem&) { unavailable(); }
 void attention_merge(int, const MergeProblem&, fa4j_stream) { unavailable(); }
 void mem_get_info(int, size_t*, size_t*) { unavailable(); }

@@ -1,51 +1,72 @@
 package io.github.flashattn4j.tests;
 
 import io.github.flashattn4j.Attention;
-import io.github.flashattn4j.AttentionOptions;
 import io.github.flashattn4j.AttentionOutput;
 import io.github.flashattn4j.DType;
 import io.github.flashattn4j.DecodeOptions;
 import io.github.flashattn4j.Device;
 import io.github.flashattn4j.FlashAttnException;
-import io.github.flashattn4j.KvCache;
 import io.github.flashattn4j.Tensor;
 import io.github.flashattn4j.TensorScope;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.MethodSource;
 
 import java.util.ArrayList;
 import java.util.List;
 import java.util.SplittableRandom;
 
-import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
-import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 /**
- * Decode and merge on cuda:0. Decode until its kernels exist: refused as {@link FlashAttnException.Unsupported}
- * with the support query's message, before anything is written (the caches keep their contents); when they
- * arrive, this becomes the CUDA twin of DecodeAttentionCpuTest. Merge: the CUDA kernel against the CPU's.
+ * Decode and merge on cuda:0: the CUDA twins of DecodeAttentionCpuTest (the same cases, the same float64
+ * reference and tolerance) and of the CPU merge.
  */
 class DecodeGpuTest extends GpuTest {
 
-    @Test
-    void decodeAndMergeAreRefusedAsUnsupportedWithoutWriting() {
+    /**
+     * Decode on cuda:0, every case of the CPU test: where the build offers the decode kernel, out and lse within
+     * the FlashAttention tolerance of the float64 reference (as on the CPU) and the caches appended exactly;
+     * where it does not (a release build before the kernel has passed here), refused as Unsupported with the
+     * support query's reason, the caches untouched. Forced split counts beyond the kernel's 16 are refused.
+     */
+    @ParameterizedTest(name = "{0}")
+    @MethodSource("io.github.flashattn4j.tests.DecodeAttentionCpuTest#cases")
+    void decodeMatchesTheReferenceOrIsRefused(DecodeAttentionCpuTest.Case c) {
+        KvCacheFixture.Spec s = c.spec();
+        long seed = Seeds.fresh();
         try (TensorScope scope = TensorScope.open()) {
-            Tensor q = scope.randn(DType.BFLOAT16, CUDA0, 1, 2, 1, 8, 64);
-            Tensor kPages = scope.randn(DType.BFLOAT16, CUDA0, 2, 4, 16, 2, 64);
-            Tensor vPages = scope.randn(DType.BFLOAT16, CUDA0, 3, 4, 16, 2, 64);
-            Tensor kNew = scope.randn(DType.BFLOAT16, CUDA0, 4, 2, 1, 2, 64);
-            Tensor vNew = scope.randn(DType.BFLOAT16, CUDA0, 5, 2, 1, 2, 64);
-            KvCache cache = KvCache.paged(kPages, vPages, scope.fromInts(new int[] {0, 1, 2, 3}, CUDA0, 2, 2),
-                    scope.fromInts(new int[] {20, 5}, CUDA0, 2)).withAppend(kNew, vNew);
-            DecodeOptions options = DecodeOptions.of(AttentionOptions.builder().causal(true).build());
-            float[] before = kPages.toFloatArray();
-            Attention.Support support = Attention.checkDecode(q, cache, options);
-            assertFalse(support.supported());
-            FlashAttnException e = assertThrows(FlashAttnException.Unsupported.class, () -> Attention.decode(q, cache, options));
-            assertEquals(support.reason(), e.getMessage());
-            assertArrayEquals(before, kPages.toFloatArray());
+            KvCacheFixture f = new KvCacheFixture(s, scope, seed);
+            KvCacheFixture.OnDevice cuda = f.on(CUDA0, scope);
+            DecodeOptions options = DecodeAttentionCpuTest.options(s, c.splits(), cuda.alibi());
+            Tensor out = scope.track(Tensor.full(Float.NaN, c.outF32() ? DType.FLOAT32 : s.dtype(), CUDA0, f.q.shape()));
+            Tensor lse = scope.track(Tensor.full(Float.NaN, DType.FLOAT32, CUDA0, s.batch(), s.headsQ(), s.seqQ()));
+            Attention.Support support = Attention.checkDecode(cuda.q(), cuda.cache(), options);
+            String what = c + " seed " + seed;
+            if (!support.supported()) {
+                assertTrue(support.reason().contains("has not run on a GPU yet") || (c.splits() > 16 && support.reason().contains("splits")),
+                        what + ": " + support.reason());
+                FlashAttnException e = assertThrows(FlashAttnException.Unsupported.class,
+                        () -> Attention.decodeInto(cuda.q(), cuda.cache(), out, lse, options));
+                assertEquals(support.reason(), e.getMessage());
+                f.assertCaches(false, cuda.kCache(), cuda.vCache());
+                return;
+            }
+            Attention.decodeInto(cuda.q(), cuda.cache(), out, lse, options);
+            double scale = options.attention().softmaxScale(s.headDim());
+            ReferenceAttention.Forward exact = f.reference(ReferenceAttention.exact(), scale);
+            ReferenceAttention.Forward plain = f.reference(ReferenceAttention.plain(x -> Precision.round(x, s.dtype())), scale);
+            ReferenceAttention.Forward f32 = f.reference(ReferenceAttention.plain(x -> (float) x), scale);
+            try {
+                String o = Precision.check("out", out.toFloatArray(), exact.out(), plain.out(), s.dtype());
+                String l = Precision.check("lse", lse.toFloatArray(), exact.lse(), f32.lse(), DType.FLOAT32);
+                f.assertCaches(s.appended() > 0, cuda.kCache(), cuda.vCache());
+                System.out.println("cuda decode " + what + ": " + o + ", " + l);
+            } catch (AssertionError e) {
+                throw new AssertionError(what + ": " + e.getMessage(), e);
+            }
         }
     }
 

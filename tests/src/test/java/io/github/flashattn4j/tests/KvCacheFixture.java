@@ -178,15 +178,31 @@ final class KvCacheFixture {
 
     /** The caches hold exactly what they held, except the appended rows: bit for bit kNew's and vNew's. */
     void assertCachesAppended() {
-        assertCaches(true);
+        assertCaches(true, kCache, vCache);
     }
 
     /** The caches hold exactly what they held before the call. */
     void assertCachesUntouched() {
-        assertCaches(false);
+        assertCaches(false, kCache, vCache);
     }
 
-    private void assertCaches(boolean appended) {
+    /**
+     * The problem's tensors copied to {@code device} (owned by {@code scope}): its cache as {@link #cache()}
+     * describes it, q, and the copies of the caches and ALiBi slopes.
+     */
+    record OnDevice(KvCache cache, Tensor q, Tensor kCache, Tensor vCache, Tensor alibi) {}
+
+    OnDevice on(Device device, TensorScope scope) {
+        Tensor k = scope.track(kCache.to(device)), v = scope.track(vCache.to(device));
+        Tensor lengths = scope.track(cacheSeqlens.to(device));
+        KvCache c = blockTable == null ? KvCache.dense(k, v, lengths) : KvCache.paged(k, v, scope.track(blockTable.to(device)), lengths);
+        if (kNew != null) c = c.withAppend(scope.track(kNew.to(device)), scope.track(vNew.to(device)));
+        if (prefixK != null) c = c.withSharedPrefix(scope.track(prefixK.to(device)), scope.track(prefixV.to(device)));
+        return new OnDevice(c, scope.track(q.to(device)), k, v, alibi == null ? null : scope.track(alibi.to(device)));
+    }
+
+    /** {@link #assertCachesAppended()} (appended) or {@link #assertCachesUntouched()} for copies of the caches. */
+    void assertCaches(boolean appended, Tensor kNow, Tensor vNow) {
         Spec s = spec;
         for (boolean values : new boolean[] {false, true}) {
             float[] expected = (values ? vBefore : kBefore).clone();
@@ -201,7 +217,7 @@ final class KvCacheFixture {
                     }
                 }
             }
-            float[] actual = (values ? vCache : kCache).toFloatArray();
+            float[] actual = (values ? vNow : kNow).toFloatArray();
             assertEquals(expected.length, actual.length);
             assertArrayEquals(expected, actual, (values ? "v" : "k") + "_cache content after the call");
         }
