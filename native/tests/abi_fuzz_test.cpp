@@ -14,7 +14,7 @@
 // gets 64 bytes: the library must refuse it before touching it. A representable span beyond the fuzzer's
 // memory cap is only asked about (the support query reads no tensor data), never run.
 //
-// usage: abi_fuzz_test [--iterations N] [--seed S]   (a failure prints its seed and iteration: replay
+// usage: abi_fuzz_test [--iterations N] [--seed S] [--dlpack-only]   (a failure prints its seed and iteration: replay
 // with --seed S --iterations I+1 to reach it; FA4J_FUZZ_TRACE=1 prints each call before it runs)
 #include <flashattn4j.h>
 
@@ -801,12 +801,14 @@ Call random_call(Rng& rng) {
 
 int main(int argc, char** argv) {
     long iterations = 3000;
+    double dlpack_share = 0.08;  // of the iterations: DLPack rounds (--dlpack-only: all)
     uint64_t seed = std::random_device{}();
     for (int i = 1; i < argc; i++) {
         if (std::strcmp(argv[i], "--iterations") == 0 && i + 1 < argc) iterations = std::strtol(argv[++i], nullptr, 10);
         else if (std::strcmp(argv[i], "--seed") == 0 && i + 1 < argc) seed = std::strtoull(argv[++i], nullptr, 10);
+        else if (std::strcmp(argv[i], "--dlpack-only") == 0) dlpack_share = 1.0;
         else {
-            std::fprintf(stderr, "usage: %s [--iterations N] [--seed S]\n", argv[0]);
+            std::fprintf(stderr, "usage: %s [--iterations N] [--seed S] [--dlpack-only]\n", argv[0]);
             return 2;
         }
     }
@@ -821,7 +823,7 @@ int main(int argc, char** argv) {
     const bool trace = std::getenv("FA4J_FUZZ_TRACE") != nullptr;  // each call before it runs (for a crash)
     for (long i = 0; i < iterations; i++) {
         const std::string at = "seed " + std::to_string(seed) + " iteration " + std::to_string(i) + " ";
-        if (chance(rng, 0.08)) {
+        if (chance(rng, dlpack_share)) {
             std::string what;
             const Outcome o = dlpack_round(rng, what, counts);
             if (!o.ok) tally.report(at + what, o);

@@ -85,7 +85,8 @@ size_t check_tensor(const fa4j_tensor& t, bool strides_required) {
             FA4J_REQUIRE(stride >= 0, "strides[" + std::to_string(i) + "] is negative: " + std::to_string(stride) +
                                      " (negative strides are not supported)");
             if (size > 1) {
-                FA4J_REQUIRE(stride == 0 || size - 1 <= (kMax - last) / stride, "addressed span overflows 63 bits");
+                // last + 1 (the span in elements) must fit too.
+                FA4J_REQUIRE(stride == 0 || size - 1 <= (kMax - 1 - last) / stride, "addressed span overflows 63 bits");
                 last += (size - 1) * stride;
             }
         }
@@ -99,7 +100,9 @@ size_t check_tensor(const fa4j_tensor& t, bool strides_required) {
             int64_t stride = 1;
             for (int i = t.ndim - 1; i >= 0; i--) {
                 compact[static_cast<size_t>(i)] = stride;
-                stride *= t.shape[i] > 0 ? t.shape[i] : 1;
+                // Saturating: an empty tensor's other sizes may multiply past 63 bits, and its strides do not matter.
+                const int64_t size = t.shape[i] > 0 ? t.shape[i] : 1;
+                stride = stride > kMax / size ? kMax : stride * size;
             }
         }
         fa4j_tensor view = t;
