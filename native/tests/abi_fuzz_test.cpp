@@ -162,12 +162,12 @@ void write_metadata(Tensor& x, unsigned char* data) {
     if (x.values.empty() || !same(x.t.dtype, kI32) || x.t.ndim < 1 || x.t.ndim > 2) return;
     const int64_t rows = x.t.ndim == 2 ? x.shape[0] : 1, cols = x.shape[x.t.ndim - 1];
     const int64_t row_stride = x.t.ndim == 2 ? x.strides[0] : 0, col_stride = x.strides[x.t.ndim - 1];
-    size_t next = 0;
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t c = 0; c < cols && next < x.values.size(); c++) {
-            const int32_t v = x.values[next++];
-            std::memcpy(data + x.t.byte_offset + 4 * (r * row_stride + c * col_stride), &v, 4);
-        }
+    if (rows <= 0 || cols <= 0) return;
+    // Broken shapes may claim far more elements (stride 0) than there are values: only the values are walked.
+    for (size_t n = 0; n < x.values.size() && static_cast<int64_t>(n / static_cast<size_t>(cols)) < rows; n++) {
+        const int64_t r = static_cast<int64_t>(n / static_cast<size_t>(cols)), c = static_cast<int64_t>(n % static_cast<size_t>(cols));
+        std::memcpy(data + x.t.byte_offset + 4 * (r * row_stride + c * col_stride), &x.values[n], 4);
+    }
 }
 
 // Gives every tensor memory for its (possibly broken) descriptor; false if any metadata tensor is huge
@@ -613,8 +613,12 @@ float read_float(const unsigned char* p, fa4j_dtype d) {
 bool all_finite(const fa4j_tensor& t, bool lse) {
     if (!is_float(t.dtype) || t.ndim < 1 || t.ndim > kMaxRank || t.shape == nullptr || t.strides == nullptr) return true;
     int64_t index[kMaxRank] = {};
-    for (int i = 0; i < t.ndim; i++)
+    Wide count = 1;  // walked only when small: a test must not loop over 2^60 indices of a stride-0 view
+    for (int i = 0; i < t.ndim; i++) {
         if (t.shape[i] == 0) return true;
+        count *= t.shape[i];
+    }
+    if (count > (int64_t{1} << 26)) return true;
     const auto* base = static_cast<const unsigned char*>(t.data) + t.byte_offset;
     while (true) {
         int64_t offset = 0;
