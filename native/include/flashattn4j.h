@@ -261,12 +261,12 @@ FA4J_API fa4j_status fa4j_cuda_stream_wait(int32_t device, fa4j_stream waiting, 
  * its stream, or hands over a stream to wait on); the deleter's release names no stream (see buffers).
  *
  * Import: fa4j_dlpack_import checks a managed tensor (DLPack major version 1 for versioned structs, a
- * device and dtype this library knows, a CUDA device this process has (else FA4J_ERROR_NO_DEVICE), ndim 0..32, sizes and strides that fit in 63 bits) and takes
- * ownership of it: `owner` receives a buffer whose last release calls the managed tensor's deleter (a
- * NULL deleter is allowed). `tensor` receives a pointer to the DLTensor inside the managed struct, valid
- * while the owner lives; its strides may be NULL (compact row-major, as DLPack allows), and `flags`
- * receives the versioned flags (0 for legacy). On failure nothing is taken: the caller still owns the
- * managed tensor and its deleter has not been called.
+ * device and dtype this library knows, a CUDA device this process has (else FA4J_ERROR_NO_DEVICE),
+ * ndim 0..32, sizes and strides that fit in 63 bits) and takes ownership of it: `owner` receives a buffer
+ * whose last release calls the managed tensor's deleter (a NULL deleter is allowed). `tensor` receives a
+ * pointer to the DLTensor inside the managed struct, valid while the owner lives; its strides may be NULL
+ * (compact row-major, as DLPack allows), and `flags` receives the versioned flags (0 for legacy). On
+ * failure nothing is taken: the caller still owns the managed tensor and its deleter has not been called.
  */
 #define FA4J_DLPACK_MAJOR_VERSION 1
 #define FA4J_DLPACK_MINOR_VERSION 1
