@@ -427,14 +427,19 @@ void require_no_kv_cache_fields(const fa4j_attention_args& a) {
     require_unused(a.num_splits == 0, "num_splits", a);
 }
 
-// The fields of dense and varlen attention that decode and merge do not use.
-void require_no_attention_fields(const fa4j_attention_args& a) {
-    require_unused(a.k == nullptr, "k", a);
-    require_unused(a.v == nullptr, "v", a);
+// The backward's gradient tensors, unused by every other direction.
+void require_no_gradient_fields(const fa4j_attention_args& a) {
     require_unused(a.dout == nullptr, "dout", a);
     require_unused(a.dq == nullptr, "dq", a);
     require_unused(a.dk == nullptr, "dk", a);
     require_unused(a.dv == nullptr, "dv", a);
+}
+
+// The fields of dense and varlen attention that decode and merge do not use.
+void require_no_attention_fields(const fa4j_attention_args& a) {
+    require_unused(a.k == nullptr, "k", a);
+    require_unused(a.v == nullptr, "v", a);
+    require_no_gradient_fields(a);
     require_unused(a.cu_seqlens_q == nullptr, "cu_seqlens_q", a);
     require_unused(a.cu_seqlens_k == nullptr, "cu_seqlens_k", a);
     require_unused(a.seqused_k == nullptr, "seqused_k", a);
@@ -781,12 +786,7 @@ ValidatedCall validate(const fa4j_attention_args* args) {
     }
     require_no_kv_cache_fields(a);
     const bool forward = a.direction == FA4J_ATTENTION_FORWARD;
-    if (forward) {  // the gradients' tensors: a forward given them was meant to be a backward
-        require_unused(a.dout == nullptr, "dout", a);
-        require_unused(a.dq == nullptr, "dq", a);
-        require_unused(a.dk == nullptr, "dk", a);
-        require_unused(a.dv == nullptr, "dv", a);
-    }
+    if (forward) require_no_gradient_fields(a);  // a forward given them was meant to be a backward
     const bool varlen = a.cu_seqlens_q != nullptr || a.cu_seqlens_k != nullptr;
     FA4J_REQUIRE(varlen || a.seqused_k == nullptr, "seqused_k needs cu_seqlens_q and cu_seqlens_k (varlen)");
     AttentionConfig config{};
