@@ -9,6 +9,7 @@
 #include "backends/cuda/cuda_backend.hpp"
 #include "backends/cuda/cuda_check.cuh"
 #include "backends/cuda/current_device.hpp"
+#include "backends/cuda/kernel_params.hpp"
 #include "backends/cuda/kernels/decode/decode_kernel.cuh"
 #include "backends/cuda/kernels/decode/merge_params.hpp"
 #include "backends/cuda/metadata_errors.hpp"
@@ -26,15 +27,6 @@ constexpr int kMaxOwnSplits = dk::kMaxMergeStates / 2;  // a prefix gets the oth
 constexpr int64_t kMinKeysPerSplit = 256;
 // Every head dim up to 256 fits the opt-in shared memory of every GPU from sm_80 (99 KB on 8.6/8.9/12.0).
 static_assert(dk::decode_smem_bytes(256) <= 99 * 1024, "the decode tiles must fit every sm_80+ GPU");
-
-dk::FloatDtype float_dtype(DType dtype) {
-    switch (dtype) {
-        case DType::F32: return dk::FloatDtype::F32;
-        case DType::F16: return dk::FloatDtype::F16;
-        case DType::BF16: return dk::FloatDtype::BF16;
-        default: fail(FA4J_ERROR_INTERNAL, std::string("the decode kernels got a ") + dtype_name(dtype) + " tensor");
-    }
-}
 
 int64_t row_chunks(const AttentionShape& s) {
     return (s.seqlen_q * s.group_size() + dk::kDecodeRows - 1) / dk::kDecodeRows;
@@ -71,7 +63,7 @@ void attention_decode(int device, const DecodeProblem& p, fa4j_stream stream) {
     const AttentionShape& s = p.config.shape;
     const auto native_stream = reinterpret_cast<cudaStream_t>(stream);
     dk::DecodeParams params{};
-    params.dtype = float_dtype(p.config.dtype);
+    params.dtype = dk::float_dtype_of(p.config.dtype);
     params.batch = static_cast<int>(s.batch);
     params.seqlen_q = static_cast<int>(s.seqlen_q);
     params.heads_q = static_cast<int>(s.heads_q);
@@ -94,16 +86,10 @@ void attention_decode(int device, const DecodeProblem& p, fa4j_stream stream) {
         params.prefix_len = p.prefix_len;
     }
     params.softmax_scale = p.config.softmax_scale;
-    const ScoreWindow window = score_window(p.config);  // causal folded in; kNoBound for unbounded sides
-    params.score.window_left = window.left;
-    params.score.window_right = window.right;
-    params.score.softcap = p.config.features.softcap;
-    params.score.alibi_slopes = p.config.features.alibi_slopes;
-    params.score.alibi_batch_stride = p.config.features.alibi_batch_stride;
-    params.score.alibi_head_stride = p.config.features.alibi_head_stride;
+    params.score = score_params(p.config);
     params.metadata_error = metadata_error_flag(device);
     params.out = p.out.data;
-    params.out_dtype = float_dtype(p.out_dtype);
+    params.out_dtype = dk::float_dtype_of(p.out_dtype);
     params.out_batch = p.out.batch_stride;
     params.out_seq = p.out.seq_stride;
     params.out_head = p.out.head_stride;

@@ -11,17 +11,6 @@
 namespace fa4j::cuda {
 namespace {
 
-using kernels::decode::FloatDtype;
-
-FloatDtype float_dtype(DType dtype) {
-    switch (dtype) {
-        case DType::F32: return FloatDtype::F32;
-        case DType::F16: return FloatDtype::F16;
-        case DType::BF16: return FloatDtype::BF16;
-        default: fail(FA4J_ERROR_INTERNAL, std::string("the merge kernel got a ") + dtype_name(dtype) + " tensor");
-    }
-}
-
 constexpr int64_t kMaxBlocks = (int64_t{1} << 31) - 1;  // gridDim.x
 
 }  // namespace
@@ -50,13 +39,13 @@ void attention_merge(int device, const MergeProblem& p, fa4j_stream stream) {
     for (size_t s = 0; s < p.states.size(); ++s) {
         const MergeState& st = p.states[s];
         params.states[s] = {st.out.data, st.out.batch_stride, st.out.seq_stride, st.out.head_stride,
-                            st.lse.data, st.lse.batch_stride, st.lse.head_stride, st.lse.seq_stride, float_dtype(st.dtype)};
+                            st.lse.data, st.lse.batch_stride, st.lse.head_stride, st.lse.seq_stride, kernels::decode::float_dtype_of(st.dtype)};
     }
     params.out = p.out.data;
     params.out_batch = p.out.batch_stride;
     params.out_seq = p.out.seq_stride;
     params.out_head = p.out.head_stride;
-    params.out_dtype = float_dtype(p.out_dtype);
+    params.out_dtype = kernels::decode::float_dtype_of(p.out_dtype);
     params.lse = p.lse.data;
     params.lse_batch = p.lse.batch_stride;
     params.lse_head = p.lse.head_stride;

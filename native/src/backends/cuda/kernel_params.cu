@@ -12,6 +12,18 @@ kernels::RowTensor row_tensor(const SeqTensor& t) { return {t.data, t.batch_stri
 
 kernels::LseTensor lse_tensor(const LseTensor& t) { return {t.data, t.batch_stride, t.head_stride, t.seq_stride}; }
 
+kernels::ScoreParams score_params(const AttentionConfig& config) {
+    kernels::ScoreParams score;
+    const ScoreWindow window = score_window(config);  // causal folded in; kNoBound for unbounded sides
+    score.window_left = window.left;
+    score.window_right = window.right;
+    score.softcap = config.features.softcap;
+    score.alibi_slopes = config.features.alibi_slopes;
+    score.alibi_batch_stride = config.features.alibi_batch_stride;
+    score.alibi_head_stride = config.features.alibi_head_stride;
+    return score;
+}
+
 void fill_attention_params(int device, const AttentionConfig& config, const SeqTensor& q, const SeqTensor& k,
                            const SeqTensor& v, kernels::AttentionParams& p) {
     const AttentionShape& s = config.shape;
@@ -28,13 +40,7 @@ void fill_attention_params(int device, const AttentionConfig& config, const SeqT
     p.head_dim = static_cast<int>(s.head_dim);
     p.softmax_scale = config.softmax_scale;
 
-    const ScoreWindow window = score_window(config);  // causal folded in; kNoBound for unbounded sides
-    p.score.window_left = window.left;
-    p.score.window_right = window.right;
-    p.score.softcap = config.features.softcap;
-    p.score.alibi_slopes = config.features.alibi_slopes;
-    p.score.alibi_batch_stride = config.features.alibi_batch_stride;
-    p.score.alibi_head_stride = config.features.alibi_head_stride;
+    p.score = score_params(config);
 
     const VarlenInfo& varlen = config.varlen;
     p.seqlens = kernels::SeqlenParams{};

@@ -10,6 +10,9 @@ namespace fa4j::cuda {
 // The fields every direction shares: tensors q, k, v, shapes, scale, features, varlen metadata (with the
 // device's metadata-error flag when varlen). A negative `device` describes the call without attaching the
 // flag, whose first use allocates it: for the tensor checks of a support query, which allocates nothing.
+// The per-score features of a call (window with causal folded in, softcap, ALiBi), as every kernel reads them.
+kernels::ScoreParams score_params(const AttentionConfig& config);
+
 void fill_attention_params(int device, const AttentionConfig& config, const SeqTensor& q, const SeqTensor& k,
                            const SeqTensor& v, kernels::AttentionParams& params);
 

@@ -174,7 +174,7 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(const 
         row_max[tid] = -INFINITY;
         row_sum[tid] = 0.f;
     }
-    // Per-row score transform (ALiBi slope of the row's head); prefix keys are never masked.
+    // Prefix keys are never masked; own keys by the window (causal folded in).
     const float inv_softcap = p.score.softcap > 0.f ? 1.f / p.score.softcap : 0.f;
     __syncthreads();
 
@@ -213,13 +213,14 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_attention_kernel(const 
             if (visible) {
                 float dot = 0.f;
                 for (int c = 0; c < d; ++c) dot = fmaf(q_tile[r * d + c], k_tile[j * d + c], dot);
-                s = dot * p.softmax_scale;
-                if (p.score.softcap > 0.f) s = p.score.softcap * tanhf(s * inv_softcap);
-                if (!prefix && p.score.alibi_slopes != nullptr) {
-                    const int64_t h = int64_t{hk} * p.group_size + (r0 + r) % p.group_size;
-                    const float slope = p.score.alibi_slopes[b * p.score.alibi_batch_stride + h * p.score.alibi_head_stride];
-                    s = alibi_biased(s, slope, alibi_distance(window.aligned(i) - key));
-                }
+                // The shared transform (common/score_transform.cuh); prefix keys carry no ALiBi (refused with
+                // a prefix).
+                const int64_t h = int64_t{hk} * p.group_size + (r0 + r) % p.group_size;
+                const float slope = !prefix && p.score.alibi_slopes != nullptr
+                                        ? p.score.alibi_slopes[b * p.score.alibi_batch_stride + h * p.score.alibi_head_stride]
+                                        : 0.f;
+                const ScoreTransform transform{p.softmax_scale, p.score.softcap, inv_softcap, slope, own_keys - p.seqlen_q};
+                s = transform(dot, i, key);
             }
             s_tile[e] = s;
         }
