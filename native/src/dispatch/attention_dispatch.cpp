@@ -31,72 +31,76 @@ void check_family(const fa4j_device& device, fa4j_kernel_family family) {
         fail(FA4J_ERROR_UNSUPPORTED, std::string("kernel family ") + family_name(family) + " runs CUDA tensors; these are on the CPU");
 }
 
-// The first kernel of the family's candidates (in preference order) that the table and the backend accept
-// for this call, or FA4J_ERROR_UNSUPPORTED with every candidate's reason. `tensors_refusal(kernel)` is
-// the backend's answer for the tensors themselves.
-template <class TensorsRefusal>
-CudaKernelChoice choose_cuda_kernel(fa4j_attention_direction direction, int device, const AttentionConfig& config,
-                                    fa4j_kernel_family family, TensorsRefusal tensors_refusal) {
+// The first kernel of the family's candidates for `direction` (in preference order) that `refusal(kernel,
+// arch)` accepts (the table's answer, then the backend's for the tensors), or FA4J_ERROR_UNSUPPORTED naming
+// the call (`call`) with every candidate's reason; `what` names the direction's kernels.
+template <class Refusal>
+CudaKernel choose_cuda_kernel(fa4j_attention_direction direction, int device, fa4j_kernel_family family,
+                              const std::string& call, const char* what, Refusal refusal) {
     const CudaArch arch = cuda::device_arch(device);
     CudaKernel candidates[kMaxCudaCandidates];
     const int count = cuda_kernel_candidates(direction, family, candidates);
     std::string reasons;
     for (int i = 0; i < count; ++i) {
-        std::string why = cuda_kernel_refusal(candidates[i], config, arch);
-        if (why.empty()) why = tensors_refusal(candidates[i]);
-        if (why.empty()) return {candidates[i], cuda_kernel_head_dim(candidates[i], config.shape.head_dim)};
+        const std::string why = refusal(candidates[i], arch);
+        if (why.empty()) return candidates[i];
         reasons += (reasons.empty() ? "" : "; ") + why;
     }
-    const char* what = direction == FA4J_ATTENTION_FORWARD ? "forward" : "backward";
     if (count == 0)
         reasons = std::string("kernel family ") + family_name(family) + " has no " + what + " kernel (AUTO picks one)";
-    fail(FA4J_ERROR_UNSUPPORTED, std::string("attention ") + what + " on cuda:" + std::to_string(device) + ": " + reasons);
+    fail(FA4J_ERROR_UNSUPPORTED, call + " on cuda:" + std::to_string(device) + ": " + reasons);
+}
+
+// An attention kernel (forward or backward) and its head-dim instantiation: the table's refusal for the
+// config, then `tensors_refusal(kernel)`.
+template <class TensorsRefusal>
+CudaKernelChoice choose_attention_kernel(fa4j_attention_direction direction, int device, const AttentionConfig& config,
+                                         fa4j_kernel_family family, TensorsRefusal tensors_refusal) {
+    const char* what = direction == FA4J_ATTENTION_FORWARD ? "forward" : "backward";
+    const CudaKernel kernel = choose_cuda_kernel(direction, device, family, std::string("attention ") + what, what,
+                                                 [&](CudaKernel k, CudaArch arch) {
+                                                     std::string why = cuda_kernel_refusal(k, config, arch);
+                                                     return why.empty() ? tensors_refusal(k) : why;
+                                                 });
+    return {kernel, cuda_kernel_head_dim(kernel, config.shape.head_dim)};
 }
 
 CudaKernelChoice choose_forward(const ValidatedForward& f) {
     const int device = f.device.device_id;
-    return choose_cuda_kernel(FA4J_ATTENTION_FORWARD, device, f.problem.config, f.family,
-                              [&](CudaKernel k) { return cuda::forward_tensors_refusal(device, f.problem, k); });
+    return choose_attention_kernel(FA4J_ATTENTION_FORWARD, device, f.problem.config, f.family,
+                                   [&](CudaKernel k) { return cuda::forward_tensors_refusal(device, f.problem, k); });
 }
 
 CudaKernelChoice choose_backward(const ValidatedBackward& b) {
     const int device = b.device.device_id;
-    return choose_cuda_kernel(FA4J_ATTENTION_BACKWARD, device, b.problem.config, b.family,
-                              [&](CudaKernel k) { return cuda::backward_tensors_refusal(device, b.problem, k); });
+    return choose_attention_kernel(FA4J_ATTENTION_BACKWARD, device, b.problem.config, b.family,
+                                   [&](CudaKernel k) { return cuda::backward_tensors_refusal(device, b.problem, k); });
 }
 
 constexpr const char* kDecodeName = "KV-cache attention (FA4J_ATTENTION_DECODE)";
 constexpr const char* kMergeName = "attention merge (FA4J_ATTENTION_MERGE)";
 
 // The decode or merge kernel for a call on CUDA tensors: the table's answer (is it offered, can this GPU run
-// it), then the backend's (`tensors_refusal`), or UNSUPPORTED with the reasons.
+// it), then the backend's (`tensors_refusal`).
 template <class Validated, class TensorsRefusal>
-void choose_kv_kernel(fa4j_attention_direction direction, const Validated& v, const char* name, TensorsRefusal tensors_refusal) {
-    const int device = v.device.device_id;
-    const CudaArch arch = cuda::device_arch(device);
-    CudaKernel candidates[kMaxCudaCandidates];
-    const int count = cuda_kernel_candidates(direction, v.family, candidates);
-    std::string reasons;
-    for (int i = 0; i < count; ++i) {
-        std::string why = cuda_kernel_availability(candidates[i], arch);
-        if (why.empty()) why = tensors_refusal();
-        if (why.empty()) return;
-        reasons += (reasons.empty() ? "" : "; ") + why;
-    }
-    if (count == 0) reasons = std::string("kernel family ") + family_name(v.family) + " has no such kernel (AUTO picks one)";
-    fail(FA4J_ERROR_UNSUPPORTED, std::string(name) + " on cuda:" + std::to_string(device) + ": " + reasons);
+void choose_kv_kernel(fa4j_attention_direction direction, const Validated& v, const char* call, const char* what,
+                      TensorsRefusal tensors_refusal) {
+    choose_cuda_kernel(direction, v.device.device_id, v.family, call, what, [&](CudaKernel k, CudaArch arch) {
+        std::string why = cuda_kernel_availability(k, arch);
+        return why.empty() ? tensors_refusal() : why;
+    });
 }
 
 void check_decode(const ValidatedDecode& v) {
     check_family(v.device, v.family);
     if (v.device.device_type == FA4J_DEVICE_CUDA)
-        choose_kv_kernel(FA4J_ATTENTION_DECODE, v, kDecodeName, [&] { return cuda::decode_tensors_refusal(v.problem); });
+        choose_kv_kernel(FA4J_ATTENTION_DECODE, v, kDecodeName, "decode", [&] { return cuda::decode_tensors_refusal(v.problem); });
 }
 
 void check_merge(const ValidatedMerge& v) {
     check_family(v.device, v.family);
     if (v.device.device_type == FA4J_DEVICE_CUDA)
-        choose_kv_kernel(FA4J_ATTENTION_MERGE, v, kMergeName, [&] { return cuda::merge_tensors_refusal(v.problem); });
+        choose_kv_kernel(FA4J_ATTENTION_MERGE, v, kMergeName, "merge", [&] { return cuda::merge_tensors_refusal(v.problem); });
 }
 
 }  // namespace
