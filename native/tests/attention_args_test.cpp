@@ -137,6 +137,12 @@ Outcome capability_query() {
     o.detail += " infinite ALiBi slope";
     expect_refusal(o, fa4j_attention(&a, nullptr), FA4J_ERROR_INVALID_ARGUMENT);
     a.alibi_slopes = nullptr;
+    // A backward's gradient tensor given to a forward: the caller meant another call.
+    a.dq = &q.t;
+    why = support(a, &supported, &answered);
+    if (supported != 0 || answered != FA4J_ERROR_INVALID_ARGUMENT || why.find("dq must be NULL") == std::string::npos)
+        fail(o, "a forward given dq was not refused: " + why);
+    a.dq = nullptr;
     a.struct_size = 16;
     o.detail += " struct_size 16";
     expect_refusal(o, fa4j_attention(&a, nullptr), FA4J_ERROR_INVALID_ARGUMENT);
